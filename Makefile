@@ -1,0 +1,44 @@
+# The two commands: `make demo` and `make test`. Everything they need is installed here,
+# so they work on a fresh machine from a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck pytest system-deps venv up clean
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+test: $(STAMP) system-deps lint typecheck pytest
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# PostgreSQL server binaries for the store tests (Debian's package).
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
+		echo "installing PostgreSQL (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP) system-deps
+	$(VENV)/bin/pytest
+
+up: $(STAMP)
+	$(VENV)/bin/taskworks up
+
+clean:
+	rm -rf $(VENV) .taskworks .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Tasks of the demo: one per queue of the seed's topology, each doing a little real work."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from typing import Any
+
+from taskworks import Taskworks
+
+tw = Taskworks()
+
+
+def _where(task: Any) -> dict[str, Any]:
+    return {
+        "queue": (task.request.delivery_info or {}).get("routing_key"),
+        "worker": task.request.hostname,
+        "pid": os.getpid(),
+    }
+
+
+@tw.task(name="tasks.cpu_intensive.hash_chain", bind=True)
+def hash_chain(self: Any, seed: str, rounds: int) -> dict[str, Any]:
+    """CPU-bound: iterate sha256 (routed to cpu_intensive by its name)."""
+    digest = seed.encode()
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return {**_where(self), "result": digest.hex()[:16]}
+
+
+@tw.task(name="tasks.io_intensive.resolve", bind=True)
+def resolve(self: Any, hostname: str) -> dict[str, Any]:
+    """I/O-bound: a name lookup (routed to io_intensive)."""
+    started = time.perf_counter()
+    address = socket.gethostbyname(hostname)
+    return {**_where(self), "result": f"{hostname} -> {address} "
+            f"in {(time.perf_counter() - started) * 1000:.1f} ms"}
+
+
+@tw.task(name="tasks.priority.page_oncall", bind=True)
+def page_oncall(self: Any, message: str) -> dict[str, Any]:
+    """Urgent (routed to priority)."""
+    return {**_where(self), "result": f"paged: {message}"}
+
+
+@tw.task(name="tasks.scheduled.rollup", bind=True)
+def rollup(self: Any, values: list[float]) -> dict[str, Any]:
+    """A periodic-style job (routed to scheduled)."""
+    return {**_where(self), "result": {"n": len(values), "sum": sum(values)}}
+
+
+@tw.task(name="demo.greet", bind=True)
+def greet(self: Any, name: str) -> dict[str, Any]:
+    """No route matches: the default queue."""
+    return {**_where(self), "result": f"hello, {name}"}

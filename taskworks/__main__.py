@@ -1,0 +1,3 @@
+from taskworks.cli.main import run
+
+run()

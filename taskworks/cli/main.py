@@ -1,0 +1,189 @@
+"""The ``taskworks`` command: thin Typer commands over the library.
+
+A user mistake (bad setting, bad argument, port in use) prints one clear message and
+exits 2; a failed check (doctor) exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from taskworks.cli import loader
+from taskworks.cli.common import AppOption, err, json_arg, out, settings
+from taskworks.cli.dlq import dlq_cli
+from taskworks.cli.journal import journal_cli
+from taskworks.errors import InvalidInput, TaskworksError
+
+cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Production background work "
+                  "on Celery.")
+db_cli = typer.Typer(no_args_is_help=True, help="The SQL store.")
+cli.add_typer(db_cli, name="db")
+cli.add_typer(journal_cli, name="journal")
+cli.add_typer(dlq_cli, name="dlq")
+
+# the shared helpers under the names this module has always used
+_settings = settings
+_json_arg = json_arg
+
+
+@cli.command()
+def broker() -> None:
+    """Run the embedded valkey-server in the foreground (reuses a running one)."""
+    from taskworks.stack import embedded_broker
+
+    settings = _settings()
+    if not settings.embedded:
+        raise InvalidInput("broker_url", settings.broker_url,
+                           "unset, to use the embedded broker (it is set: nothing to start)")
+    server_ctl = embedded_broker(settings)
+    server, started = server_ctl.start()
+    if not started:
+        out.print(f"embedded broker already running at {server.url} (pid {server.pid}); reusing")
+        return
+    out.print(f"embedded broker at {server.url} (pid {server.pid}, AOF fsync "
+              f"{settings.embedded_fsync}); Ctrl-C stops it")
+    stop = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stop and server_ctl.running() is not None:
+        time.sleep(1.0)
+    server_ctl.stop()
+    out.print("embedded broker stopped")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the store's migrations."""
+    from taskworks.store.engine import Store
+    from taskworks.store.migrate import current_revision, upgrade
+
+    settings = _settings()
+    store = Store(settings.effective_database_url)
+    upgrade(store, revision)
+    out.print(f"database at revision {current_revision(store)}")
+
+
+@cli.command()
+def worker(
+    app: AppOption = None,
+    group: Annotated[str | None, typer.Option(help="a worker group from settings")] = None,
+    queues: Annotated[str | None, typer.Option(help="comma-separated queues")] = None,
+    pool: Annotated[str | None, typer.Option(help="prefork, threads or solo")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1)] = None,
+    hostname: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Run a Celery worker for a worker group or a list of queues."""
+    from taskworks.stack import require_broker
+
+    settings = _settings()
+    tw = loader.load(app)
+    if group is not None and group not in settings.worker_groups:
+        raise InvalidInput("--group", group, f"one of {', '.join(settings.worker_groups)}")
+    spec = settings.worker_groups[group] if group else None
+    names = queues.split(",") if queues else (spec.queues if spec else tw.queue_names())
+    for name in names:
+        if name not in tw.queue_names():
+            raise InvalidInput("--queues", name, f"one of {', '.join(tw.queue_names())}")
+    chosen_pool = pool or (spec.pool if spec else "prefork")
+    if chosen_pool not in ("prefork", "threads", "solo"):
+        raise InvalidInput("--pool", chosen_pool, "prefork, threads or solo")
+    require_broker(settings)
+    argv = [
+        "worker", "--queues", ",".join(names), "--pool", chosen_pool,
+        "--concurrency", str(concurrency or (spec.concurrency if spec else 2)),
+        "--prefetch-multiplier", str(spec.prefetch_multiplier if spec else 1),
+        "--loglevel", settings.log_level, "--without-mingle", "--without-gossip",
+    ]
+    if hostname:
+        argv += ["--hostname", hostname]
+    tw.app.worker_main(argv)
+
+
+@cli.command()
+def beat(app: AppOption = None) -> None:
+    """Run the periodic scheduler (several may run: one leads, the others stand by)."""
+    from taskworks.scheduling.leader import LeaderScheduler
+    from taskworks.stack import require_broker
+
+    settings = _settings()
+    tw = loader.load(app)
+    require_broker(settings)
+    tw.app.Beat(scheduler=LeaderScheduler, loglevel=settings.log_level, quiet=True).run()
+
+
+@cli.command()
+def up(
+    app: AppOption = None,
+    beat: Annotated[bool, typer.Option(help="also run the periodic scheduler")] = True,
+) -> None:
+    """Run everything: embedded broker, migrations, a worker per group and beat."""
+    from taskworks.stack import Stack
+    from taskworks.store.engine import Store
+    from taskworks.store.migrate import upgrade
+
+    settings = _settings()
+    loader.load(app)  # fail here, not in every child, when the app cannot load
+    stack = Stack(settings, app_spec=app, with_beat=beat)
+    try:
+        server = stack.start()
+        upgrade(Store(settings.effective_database_url))
+        out.print(f"taskworks up: broker {server.url if server else settings.broker_url}; "
+                  f"workers {', '.join(settings.worker_groups)}; Ctrl-C stops everything")
+        stack.wait_until_signalled()
+    finally:
+        out.print("stopping: waiting for tasks in flight to finish")
+        stack.stop()
+    out.print("stopped")
+
+
+@cli.command()
+def submit(
+    name: str,
+    args: Annotated[str, typer.Option(help="JSON array")] = "[]",
+    kwargs: Annotated[str, typer.Option(help="JSON object")] = "{}",
+    queue: Annotated[str | None, typer.Option()] = None,
+    priority: Annotated[int | None, typer.Option(help="0-9, 9 the most urgent")] = None,
+    countdown: Annotated[float | None, typer.Option()] = None,
+    app: AppOption = None,
+) -> None:
+    """Send a registered task by name; prints its id."""
+    _settings()
+    tw = loader.load(app)
+    result = tw.submit(name, _json_arg("--args", args, list), _json_arg("--kwargs", kwargs, dict),
+                       queue=queue, priority=priority, countdown=countdown)
+    out.print(result.id)
+
+
+@cli.command()
+def doctor(app: AppOption = None) -> None:
+    """Print the effective configuration (secrets hidden) and check that it works."""
+    from taskworks.doctor import diagnose
+
+    _settings()
+    report = diagnose(loader.load(app))
+    out.print_json(json.dumps(report.configuration))
+    for check in report.checks:
+        mark = "[green]ok[/green]" if check.ok else "[red]FAIL[/red]"
+        out.print(f"{mark} {check.name}: {check.detail}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def run() -> None:
+    try:
+        cli()
+    except TaskworksError as exc:
+        # markup off: messages quote user values, which may contain [brackets]
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        sys.exit(2)

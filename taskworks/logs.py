@@ -1,0 +1,63 @@
+"""Structured logging with structlog, for taskworks' own lines and the stdlib's alike.
+
+Inside a task every line carries ``task_id`` and ``task_name``: the signal handlers bind
+them to structlog's context variables, which both structlog and stdlib records pick up.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+_configured: tuple[str, str] | None = None
+
+
+def configure(fmt: str = "console", level: str = "INFO") -> None:
+    """Route structlog and stdlib logging through one renderer (idempotent)."""
+    global _configured
+    if _configured == (fmt, level):
+        return
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if fmt == "json" else _identity,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler.set_name("taskworks")
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != "taskworks"]
+    root.addHandler(handler)
+    root.setLevel(level)
+    _configured = (fmt, level)
+
+
+def _identity(_logger: Any, _name: str, event: Any) -> Any:
+    return event
+
+
+def get_logger(name: str) -> Any:
+    return structlog.stdlib.get_logger(name)

@@ -1,0 +1,118 @@
+"""Deliver one failure notice: severity filter, dedupe window, every configured channel,
+one ``notifications`` row per channel attempt."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from taskworks.errors import InvalidInput
+from taskworks.logs import get_logger
+from taskworks.notify.channels import (
+    Channel,
+    EmailChannel,
+    NotificationError,
+    WebhookChannel,
+)
+from taskworks.notify.dedupe import Deduper
+from taskworks.notify.notice import SEVERITIES, FailureNotice
+from taskworks.settings import NotifySettings, Settings
+from taskworks.store.tables import Notification
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+log = get_logger("taskworks.notify")
+
+#: seconds to reach Redis for the dedupe before sending without it
+REDIS_TIMEOUT = 5.0
+
+
+def should_notify(settings: Settings, severity: str) -> bool:
+    """Whether a failure of this severity reaches ``notify.min_severity``."""
+    if severity not in SEVERITIES:
+        raise InvalidInput("severity", severity, f"one of {', '.join(SEVERITIES)}")
+    return SEVERITIES.index(severity) >= SEVERITIES.index(settings.notify.min_severity)
+
+
+def channels(settings: NotifySettings) -> list[Channel]:
+    """The configured channels, email first."""
+    found: list[Channel] = []
+    if settings.email is not None:
+        found.append(EmailChannel(settings.email))
+    if settings.webhook is not None:
+        found.append(WebhookChannel(settings.webhook))
+    return found
+
+
+def _redis_url(url: str) -> str:
+    # settings accept valkey:// for kombu; redis-py knows only redis:// and rediss://
+    for alias, scheme in (("valkeys://", "rediss://"), ("valkey://", "redis://")):
+        if url.startswith(alias):
+            return scheme + url.removeprefix(alias)
+    return url
+
+
+def _admit(settings: Settings, notice: FailureNotice) -> int | None:
+    client = redis.Redis.from_url(_redis_url(settings.effective_broker_url),
+                                  socket_timeout=REDIS_TIMEOUT,
+                                  socket_connect_timeout=REDIS_TIMEOUT)
+    try:
+        return Deduper(client, settings.notify.window_seconds).admit(
+            notice.task_name, notice.exc_type)
+    except redis.RedisError as exc:
+        # a duplicate alert beats a lost one: send without the window
+        log.warning("notification dedupe unavailable, sending anyway", error=str(exc))
+        return notice.occurrences
+    finally:
+        client.close()
+
+
+def deliver(tw: Taskworks, notice: FailureNotice) -> list[str]:
+    """Send ``notice`` through every configured channel; the statuses ("sent"/"failed"),
+    email first, or [] when below ``min_severity``, suppressed or nothing is configured.
+
+    A failing channel never stops the others and never raises: its row says "failed".
+    """
+    configured = channels(tw.settings.notify)
+    if not configured or not should_notify(tw.settings, notice.severity):
+        return []
+    occurrences = _admit(tw.settings, notice)
+    if occurrences is None:
+        log.info("notification suppressed in window", task_name=notice.task_name,
+                 exc_type=notice.exc_type)
+        return []
+    notice = dataclasses.replace(notice, occurrences=occurrences)
+    subject = notice.subject()
+    rows: list[Notification] = []
+    for channel in configured:
+        error: str | None = None
+        try:
+            channel.send(notice)
+        except NotificationError as exc:
+            error = str(exc)
+        except Exception as exc:
+            # a bug in one channel must not silence the others; no traceback in the log,
+            # a rich one would print the channel's locals, secrets included
+            error = f"{type(exc).__name__}: {exc}"
+        status = "sent" if error is None else "failed"
+        (log.info if error is None else log.warning)(
+            "failure notification", channel=channel.name, status=status,
+            task_name=notice.task_name, exc_type=notice.exc_type, occurrences=occurrences,
+            error=error)
+        rows.append(Notification(
+            channel=channel.name, task_name=notice.task_name, exc_type=notice.exc_type,
+            severity=notice.severity, occurrences=occurrences, subject=subject,
+            status=status, error=error,
+        ))
+    try:
+        with tw.store.session() as session:
+            session.add_all(rows)
+    except SQLAlchemyError as exc:
+        # what was sent is sent; failing here would get the task retried and resend it
+        log.error("notification records lost", error=str(exc).splitlines()[0],
+                  statuses=[row.status for row in rows])
+    return [row.status for row in rows]

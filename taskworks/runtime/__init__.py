@@ -1,0 +1,1 @@
+"""The task runtime: middleware around every task."""

@@ -1,0 +1,41 @@
+"""The default middleware chain, in the order its hooks must run.
+
+Retry decides first (after_failure sets retry_in or exhausted_reason), severity then
+classifies and runs callbacks, so that the journal, the dead-letter store and the
+notifier all see the final decision and severity.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskworks.runtime.dlq import DeadLetterMiddleware, DeadLetterStore
+from taskworks.runtime.journal import JournalMiddleware, JournalWriter
+from taskworks.runtime.middleware import Middleware, Runtime
+from taskworks.runtime.retry import RetryMiddleware, RetryPolicies, RetryPolicy
+from taskworks.runtime.severity import SeverityMiddleware, SeverityRules, default_callbacks
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+
+def default_policy(tw: Taskworks) -> RetryPolicy:
+    r = tw.settings.retry
+    return RetryPolicy(max_retries=r.max_retries, base_delay=r.base_delay,
+                       backoff_factor=r.backoff_factor,
+                       max_delay=max(r.max_delay, r.base_delay), jitter=r.jitter)
+
+
+def default_runtime(tw: Taskworks, extra: list[Middleware] | None = None) -> Runtime:
+    settings = tw.settings
+    middlewares: list[Middleware] = [
+        RetryMiddleware(RetryPolicies(default_policy(tw)), settings.effective_broker_url,
+                        settings.retry.budget_per_minute),
+        SeverityMiddleware(SeverityRules(), default_callbacks(tw)),
+    ]
+    if settings.journal.enabled:
+        writer = JournalWriter(tw.store, settings.journal.batch_size,
+                               settings.journal.flush_interval)
+        middlewares.append(JournalMiddleware(writer, settings.journal))
+    middlewares.append(DeadLetterMiddleware(DeadLetterStore(tw.store)))
+    return Runtime([*middlewares, *(extra or [])])

@@ -1,0 +1,126 @@
+"""The dead-letter store: tasks that failed for good, kept with everything needed to replay.
+
+A task lands here when it exhausts its retries, fails with an error its policy never
+retries, exceeds its redelivery limit or its retry budget. The row is written before the
+message is acknowledged, so nothing is lost between the two. A replay submits the task
+again (same name, arguments and queue) under a new id and records that id on the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import CursorResult, Select, delete, select
+
+from taskworks.errors import InvalidInput
+from taskworks.logs import get_logger
+from taskworks.runtime.middleware import Middleware, TaskContext
+from taskworks.store.engine import Store
+from taskworks.store.tables import DeadLetter
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+log = get_logger("taskworks.dlq")
+
+#: header on a replayed message naming the task id it replays
+REPLAY_HEADER = "taskworks_replay_of"
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    task: str | None = None
+    exc_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    #: None: both; False: only never replayed; True: only replayed
+    replayed: bool | None = None
+
+    def apply(self, stmt: Select[Any]) -> Select[Any]:
+        if self.task:
+            stmt = stmt.where(DeadLetter.name == self.task)
+        if self.exc_type:
+            stmt = stmt.where(DeadLetter.exc_type == self.exc_type)
+        if self.since:
+            stmt = stmt.where(DeadLetter.failed_at >= self.since)
+        if self.until:
+            stmt = stmt.where(DeadLetter.failed_at < self.until)
+        if self.replayed is True:
+            stmt = stmt.where(DeadLetter.replay_count > 0)
+        elif self.replayed is False:
+            stmt = stmt.where(DeadLetter.replay_count == 0)
+        return stmt
+
+
+class DeadLetterStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(self, ctx: TaskContext) -> int:
+        exc = ctx.exc
+        # arguments are stored as given: a replay needs them; only the journal redacts
+        row = DeadLetter(
+            task_id=ctx.task_id, name=ctx.name, queue=ctx.queue, args=list(ctx.args),
+            kwargs=ctx.kwargs, exc_type=type(exc).__name__ if exc else None,
+            exc_message=str(exc) if exc else None, traceback=ctx.traceback,
+            severity=ctx.severity, attempts=ctx.attempt,
+            reason=ctx.exhausted_reason or "failed",
+        )
+        with self.store.session() as session:
+            session.add(row)
+            session.flush()
+            return int(row.id)
+
+    def find(self, flt: DeadLetterFilter = DeadLetterFilter(), limit: int = 100
+             ) -> list[DeadLetter]:
+        stmt = flt.apply(select(DeadLetter)).order_by(DeadLetter.id.desc()).limit(limit)
+        with self.store.session() as session:
+            return list(session.scalars(stmt))
+
+    def get(self, letter_id: int) -> DeadLetter:
+        with self.store.session() as session:
+            row = session.get(DeadLetter, letter_id)
+        if row is None:
+            raise InvalidInput("id", letter_id, "the id of a dead letter ('taskworks dlq list')")
+        return row
+
+    def replay(self, tw: Taskworks, letter_ids: list[int]) -> dict[int, str]:
+        """Submit each letter again; returns {letter id: new task id}. All ids must exist."""
+        letters = [self.get(i) for i in letter_ids]  # refuse before sending anything
+        replayed: dict[int, str] = {}
+        for letter in letters:
+            queue = letter.queue if letter.queue in tw.queue_names() else None
+            result = tw.submit(letter.name, letter.args or [], letter.kwargs or {},
+                               queue=queue, headers={REPLAY_HEADER: letter.task_id})
+            with self.store.session() as session:
+                row = session.get(DeadLetter, letter.id)
+                assert row is not None
+                row.replay_count += 1
+                row.replayed_at = datetime.now(UTC)
+                row.replay_task_id = result.id
+            replayed[letter.id] = result.id
+            log.info("dead letter replayed", letter=letter.id, task=letter.name,
+                     original=letter.task_id, replay=result.id)
+        return replayed
+
+    def replay_matching(self, tw: Taskworks, flt: DeadLetterFilter, limit: int = 1000
+                        ) -> dict[int, str]:
+        return self.replay(tw, [row.id for row in self.find(flt, limit)])
+
+    def purge(self, flt: DeadLetterFilter = DeadLetterFilter()) -> int:
+        with self.store.session() as session:
+            stmt = flt.apply(select(DeadLetter.id))
+            result = session.execute(delete(DeadLetter).where(DeadLetter.id.in_(stmt)))
+        return int(cast(CursorResult[Any], result).rowcount)
+
+
+class DeadLetterMiddleware(Middleware):
+    def __init__(self, letters: DeadLetterStore) -> None:
+        self.letters = letters
+
+    def on_exhausted(self, ctx: TaskContext) -> None:
+        letter = self.letters.add(ctx)
+        log.warning("task dead-lettered", task=ctx.name, task_id=ctx.task_id,
+                    reason=ctx.exhausted_reason, letter=letter)

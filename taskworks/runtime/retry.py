@@ -1,0 +1,174 @@
+"""Retry policies (the seed's RetryPolicy), redelivery counting and a cluster-wide retry budget.
+
+Which policy applies to a task: the one given as ``@tw.task(retry_policy=...)``, else the
+one registered for its name (``tw.retry_policies.register(name, policy)``), else the
+default. Attempts count Celery retries *and* redeliveries after a lost worker, so a
+message that kills its worker every time ends in the dead-letter store after
+``max_retries`` instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis
+
+from taskworks import keys
+from taskworks.errors import InvalidInput, TaskworksError
+from taskworks.logs import get_logger
+from taskworks.runtime.middleware import Middleware, TaskContext
+
+log = get_logger("taskworks.retry")
+
+#: programming errors: running the same code again gives the same error
+NEVER_RETRY: tuple[type[BaseException], ...] = (
+    SyntaxError, ImportError, AttributeError, TypeError,
+)
+
+
+#: the retry budget counts retries over a sliding minute
+BUDGET_WINDOW_MS = 60_000
+
+
+class RedeliveryLimitExceeded(TaskworksError):
+    """A message was redelivered (its worker died) more often than its policy allows."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 3
+    base_delay: float = 1.0
+    backoff_factor: float = 2.0
+    max_delay: float = 300.0
+    #: add a random 10-30 % to every delay (the seed's rule), so that retries of many
+    #: tasks failing together do not arrive together
+    jitter: bool = True
+    jitter_range: tuple[float, float] = (0.1, 0.3)
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    never_retry: tuple[type[BaseException], ...] = field(default=NEVER_RETRY)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("max_retries", self.max_retries, self.max_retries >= 0, "an integer >= 0"),
+            ("base_delay", self.base_delay, self.base_delay >= 0, "seconds >= 0"),
+            ("backoff_factor", self.backoff_factor, self.backoff_factor >= 1, "a factor >= 1"),
+            ("max_delay", self.max_delay, self.max_delay >= self.base_delay,
+             "seconds >= base_delay"),
+            ("jitter_range", self.jitter_range,
+             0 <= self.jitter_range[0] <= self.jitter_range[1],
+             "(low, high) with 0 <= low <= high"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise InvalidInput(f"RetryPolicy.{name}", value, expected)
+
+    def base(self, retries_done: int) -> float:
+        """The delay before retry number ``retries_done + 1``, without jitter."""
+        return float(min(self.max_delay, self.base_delay * self.backoff_factor ** retries_done))
+
+    def delay(self, retries_done: int, rng: random.Random | None = None) -> float:
+        delay = self.base(retries_done)
+        if self.jitter:
+            low, high = self.jitter_range
+            delay += (rng or random).uniform(low, high) * delay  # not crypto: spreading load
+        return min(self.max_delay, delay)
+
+    def retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.retry_on) and not isinstance(exc, self.never_retry)
+
+
+class RetryPolicies:
+    """Policies registered by task name (the seed's register_retry_policy)."""
+
+    def __init__(self, default: RetryPolicy | None = None) -> None:
+        self.default = default or RetryPolicy()
+        self._by_name: dict[str, RetryPolicy] = {}
+
+    def register(self, task_name: str, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise InvalidInput("policy", policy, "a RetryPolicy")
+        self._by_name[task_name] = policy
+
+    def for_task(self, task_name: str, options: Mapping[str, Any]) -> RetryPolicy:
+        policy = options.get("retry_policy")
+        if isinstance(policy, RetryPolicy):
+            return policy
+        return self._by_name.get(task_name, self.default)
+
+
+class RetryMiddleware(Middleware):
+    """Decides, after a failure, whether and when a task runs again."""
+
+    options = frozenset({"retry_policy", "retry_budget"})
+
+    def __init__(self, policies: RetryPolicies, broker_url: str,
+                 default_budget: int | None = None) -> None:
+        self.policies = policies
+        self.broker_url = broker_url
+        self.default_budget = default_budget
+        self._client: redis.Redis | None = None
+        self._budget_script: Any = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.broker_url)
+        return self._client
+
+    def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
+        policy = options.get("retry_policy")
+        if policy is not None and not isinstance(policy, RetryPolicy):
+            raise InvalidInput("retry_policy", policy, "a taskworks RetryPolicy")
+        budget = options.get("retry_budget")
+        if budget is not None and (not isinstance(budget, int) or budget < 0):
+            raise InvalidInput("retry_budget", budget, "retries per minute, an integer >= 0")
+
+    def before_task(self, ctx: TaskContext) -> None:
+        if not ctx.redelivered:
+            return  # the common case costs no round trip
+        # kombu marks a message restored after its worker died; count those runs too
+        pipe = self.client.pipeline()
+        key = keys.redeliveries(ctx.task_id)
+        pipe.incr(key)
+        pipe.expire(key, 7 * 24 * 3600)
+        redeliveries = int(pipe.execute()[0])
+        ctx.attempt += redeliveries
+        policy = self.policies.for_task(ctx.name, ctx.options)
+        if ctx.attempt > policy.max_retries + 1:
+            raise RedeliveryLimitExceeded(
+                f"{ctx.name}[{ctx.task_id}] was delivered {ctx.attempt} times "
+                f"({redeliveries} after a lost worker); max_retries is {policy.max_retries}"
+            )
+
+    def after_failure(self, ctx: TaskContext) -> None:
+        assert ctx.exc is not None
+        policy = self.policies.for_task(ctx.name, ctx.options)
+        if isinstance(ctx.exc, RedeliveryLimitExceeded):
+            ctx.exhausted_reason = "redelivery_limit"
+        elif not policy.retryable(ctx.exc):
+            ctx.exhausted_reason = "not_retryable"
+        elif ctx.attempt > policy.max_retries:
+            ctx.exhausted_reason = "max_retries"
+        elif not self._within_budget(ctx):
+            ctx.exhausted_reason = "retry_budget"
+        else:
+            ctx.retry_in = policy.delay(ctx.attempt - 1)
+
+    def _within_budget(self, ctx: TaskContext) -> bool:
+        budget = ctx.options.get("retry_budget", self.default_budget)
+        if budget is None:
+            return True
+        if self._budget_script is None:
+            self._budget_script = self.client.register_script(
+                (resources.files("taskworks.runtime") / "budget.lua").read_text())
+        admitted = bool(self._budget_script(
+            keys=[keys.retry_budget(ctx.name)],
+            args=[f"{ctx.task_id}:{ctx.attempt}", budget, BUDGET_WINDOW_MS],
+        ))
+        if not admitted:
+            log.warning("retry budget exhausted", task=ctx.name, budget_per_minute=budget)
+        return admitted

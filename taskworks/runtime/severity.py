@@ -1,0 +1,152 @@
+"""Error severity (the seed's _classify_error) and error callbacks by exception type.
+
+Rules map exception classes to a severity; for an error the most specific class in its
+MRO that has a rule wins, whatever the order rules were added in (the seed matched with
+isinstance in dict order, so ``Exception`` could shadow ``ConnectionError``). A task
+option ``severity=`` overrides the rules for that task.
+"""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from sqlalchemy.exc import SQLAlchemyError
+
+from taskworks.errors import InvalidInput
+from taskworks.logs import get_logger
+from taskworks.runtime.middleware import Middleware, TaskContext
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+log = get_logger("taskworks.severity")
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [SQLAlchemyError, sqlite3.Error]
+    try:
+        import psycopg
+
+        errors.append(psycopg.Error)
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return tuple(errors)
+
+
+DEFAULT_RULES: dict[type[BaseException], Severity] = {
+    ConnectionError: Severity.MEDIUM,
+    TimeoutError: Severity.MEDIUM,
+    MemoryError: Severity.CRITICAL,
+    WorkerLostError: Severity.HIGH,
+    SoftTimeLimitExceeded: Severity.HIGH,
+    TimeLimitExceeded: Severity.HIGH,
+    **dict.fromkeys(_database_errors(), Severity.HIGH),
+}
+
+
+def parse_severity(value: object, field: str = "severity") -> Severity:
+    try:
+        return Severity(str(value).lower())
+    except ValueError:
+        raise InvalidInput(field, value, f"one of {', '.join(s.value for s in Severity)}") from None
+
+
+class SeverityRules:
+    def __init__(self, rules: Mapping[type[BaseException], Severity] | None = None,
+                 default: Severity = Severity.LOW) -> None:
+        self._rules: dict[type[BaseException], Severity] = dict(
+            DEFAULT_RULES if rules is None else rules)
+        self.default = default
+
+    def set(self, exc_type: type[BaseException], severity: Severity | str) -> None:
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise InvalidInput("exc_type", exc_type, "an exception class")
+        self._rules[exc_type] = parse_severity(severity)
+
+    def classify(self, exc: BaseException) -> Severity:
+        for klass in type(exc).__mro__:
+            if klass in self._rules:
+                return self._rules[klass]
+        return self.default
+
+
+ErrorCallback = Callable[[BaseException, TaskContext], None]
+
+
+class ErrorCallbacks:
+    """Callbacks by exception type; those of the most specific registered class run."""
+
+    def __init__(self) -> None:
+        self._by_type: dict[type[BaseException], list[ErrorCallback]] = {}
+
+    def register(self, exc_type: type[BaseException], callback: ErrorCallback) -> None:
+        self._by_type.setdefault(exc_type, []).append(callback)
+
+    def matching(self, exc: BaseException) -> list[ErrorCallback]:
+        for klass in type(exc).__mro__:
+            if klass in self._by_type:
+                return self._by_type[klass]
+        return []
+
+    def run(self, exc: BaseException, ctx: TaskContext) -> None:
+        for callback in self.matching(exc):
+            try:
+                callback(exc, ctx)
+            except Exception:
+                # a broken callback must never hide the error it was called for
+                log.exception("error callback failed", callback=getattr(callback, "__name__",
+                              repr(callback)), task=ctx.name, original=type(exc).__name__)
+
+
+class SeverityMiddleware(Middleware):
+    options = frozenset({"severity"})
+
+    def __init__(self, rules: SeverityRules, callbacks: ErrorCallbacks) -> None:
+        self.rules = rules
+        self.callbacks = callbacks
+
+    def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
+        if options.get("severity") is not None:
+            parse_severity(options["severity"])
+
+    def after_failure(self, ctx: TaskContext) -> None:
+        assert ctx.exc is not None
+        override = ctx.options.get("severity")
+        ctx.severity = (parse_severity(override) if override else self.rules.classify(ctx.exc))
+        self.callbacks.run(ctx.exc, ctx)
+
+
+def default_callbacks(tw: Taskworks) -> ErrorCallbacks:
+    """The seed's callbacks: a database error resets this process's pool; a MemoryError
+    collects garbage."""
+    callbacks = ErrorCallbacks()
+
+    def reset_database_pool(exc: BaseException, ctx: TaskContext) -> None:
+        tw.store.dispose()
+        log.warning("database pool reset after error", task=ctx.name, error=type(exc).__name__)
+
+    def collect_garbage(exc: BaseException, ctx: TaskContext) -> None:
+        freed = gc.collect()
+        log.warning("garbage collected after MemoryError", task=ctx.name, objects=freed)
+
+    for db_error in _database_errors():
+        callbacks.register(db_error, reset_database_pool)
+    callbacks.register(MemoryError, collect_garbage)
+    return callbacks

@@ -1,0 +1,366 @@
+"""Settings: environment (prefix ``TASKWORKS_``), then ``taskworks.toml``, then defaults.
+
+Nested values come from the environment as JSON (``TASKWORKS_ROUTES='{"x.*": "default"}'``)
+or with ``__`` between levels (``TASKWORKS_WORKER__TIME_LIMIT=600``). ``load_settings``
+turns every validation problem into one ConfigError naming setting, value and expectation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from celery.schedules import crontab
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from taskworks.errors import ConfigError
+from taskworks.runtime.redact import DEFAULT_SECRET_KEYS
+
+DEFAULT_QUEUES = ["default", "cpu_intensive", "io_intensive", "priority", "scheduled"]
+
+# The seed's routes: task-name globs to queues.
+DEFAULT_ROUTES = {
+    "tasks.cpu_intensive.*": "cpu_intensive",
+    "tasks.io_intensive.*": "io_intensive",
+    "tasks.priority.*": "priority",
+    "tasks.scheduled.*": "scheduled",
+}
+
+BROKER_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
+DATABASE_DRIVERS = ("sqlite", "postgresql")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BeatEntry(_Strict):
+    """One periodic task: ``every`` seconds, or ``cron`` as five crontab fields (UTC)."""
+
+    task: str
+    every: float | None = Field(default=None, gt=0)
+    cron: str | None = None
+    queue: str | None = None
+    priority: int | None = Field(default=None, ge=0, le=9)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                crontab.from_string(value)
+            except (ValueError, IndexError, KeyError) as exc:
+                raise ValueError(
+                    f"expected five crontab fields like '0 2 * * *' ({exc})"
+                ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> BeatEntry:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' (seconds) or 'cron'")
+        return self
+
+
+DEFAULT_BEAT = {
+    "cleanup-expired-data": BeatEntry(
+        task="taskworks.cleanup.expired_data", every=3600, queue="scheduled"
+    ),
+    "daily-report": BeatEntry(task="taskworks.reports.daily", cron="0 2 * * *", queue="scheduled"),
+    "health-check": BeatEntry(
+        task="taskworks.monitoring.health_check", every=300, queue="priority", priority=9
+    ),
+}
+
+
+class WorkerGroup(_Strict):
+    """A set of queues served by one kind of worker process."""
+
+    queues: list[str]
+    pool: Literal["prefork", "threads", "solo"] = "prefork"
+    concurrency: int = Field(default=2, ge=1, le=256)
+    prefetch_multiplier: int = Field(default=1, ge=1, le=1000)
+
+
+DEFAULT_WORKER_GROUPS = {
+    # short I/O-bound tasks: threads keep many in flight cheaply
+    "general": WorkerGroup(queues=["default", "io_intensive", "scheduled"], pool="threads",
+                           concurrency=4, prefetch_multiplier=4),
+    # long CPU-bound tasks: one process per core, prefetch 1 so a long task never hides others
+    "cpu": WorkerGroup(queues=["cpu_intensive"], pool="prefork", concurrency=2),
+    # urgent tasks get a worker of their own so a backlog elsewhere never delays them
+    "priority": WorkerGroup(queues=["priority"], pool="solo", concurrency=1),
+}
+
+
+class WorkerDefaults(_Strict):
+    max_tasks_per_child: int = Field(default=1000, ge=1)
+    soft_time_limit: float = Field(default=1500, gt=0)
+    time_limit: float = Field(default=1800, gt=0)
+    default_priority: int = Field(default=5, ge=0, le=9)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> WorkerDefaults:
+        if self.soft_time_limit >= self.time_limit:
+            raise ValueError(
+                f"soft_time_limit ({self.soft_time_limit}) must be below "
+                f"time_limit ({self.time_limit})"
+            )
+        return self
+
+
+class EmailSettings(_Strict):
+    """SMTP delivery of failure notifications (stdlib smtplib)."""
+
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    #: none, starttls (upgrade a plain connection) or ssl (TLS from the first byte)
+    tls: Literal["none", "starttls", "ssl"] = "none"
+    username: str | None = None
+    password: str | None = None
+    sender: str = "taskworks@localhost"
+    recipients: list[str] = Field(default_factory=list)
+    timeout: float = Field(default=10, gt=0)
+
+
+class WebhookSettings(_Strict):
+    """JSON POST of failure notifications (httpx)."""
+
+    url: str
+    #: a Slack-compatible body ({"text": ...}) instead of taskworks' own JSON
+    slack: bool = False
+    timeout: float = Field(default=10, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class NotifySettings(_Strict):
+    """Which failures are notified, where, and how often."""
+
+    email: EmailSettings | None = None
+    webhook: WebhookSettings | None = None
+    #: failures at or above this severity are notified
+    min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    #: the same task and exception type is notified once per window, with a count
+    window_seconds: int = Field(default=600, ge=1)
+
+
+class JournalSettings(_Strict):
+    """The outcome journal: every attempt of every task, written in batches."""
+
+    enabled: bool = True
+    #: argument keys whose values are replaced by *** (substring, case-insensitive)
+    redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_KEYS))
+    result_max_chars: int = Field(default=1000, ge=0)
+    traceback_max_chars: int = Field(default=20_000, ge=0)
+    #: the hourly cleanup deletes entries older than this, and the oldest beyond max_rows
+    retention_days: int = Field(default=30, ge=1)
+    max_rows: int = Field(default=1_000_000, ge=1)
+    #: a batch is written when it reaches batch_size or after flush_interval seconds
+    batch_size: int = Field(default=500, ge=1)
+    flush_interval: float = Field(default=0.5, gt=0)
+
+
+class RetrySettings(_Strict):
+    """The default retry policy, for tasks with none of their own."""
+
+    max_retries: int = Field(default=3, ge=0)
+    base_delay: float = Field(default=1.0, ge=0)
+    backoff_factor: float = Field(default=2.0, ge=1)
+    max_delay: float = Field(default=300.0, ge=0)
+    jitter: bool = True
+    #: retries per task name per minute across the cluster; beyond it, dead-letter store
+    budget_per_minute: int | None = Field(default=None, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TASKWORKS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Path(".taskworks")
+    #: None: the embedded valkey-server, started on ``embedded_port`` under ``data_dir``
+    broker_url: str | None = None
+    #: None: the broker
+    result_backend: str | None = None
+    #: None: SQLite file ``taskworks.db`` under ``data_dir``
+    database_url: str | None = None
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = Field(default=6399, ge=1, le=65535)
+    #: ``always`` fsyncs every write: nothing is lost on power failure, at a throughput cost
+    embedded_fsync: Literal["everysec", "always"] = "everysec"
+    result_expires: int = Field(default=3600, ge=1)
+    #: seconds a reserved, unacknowledged message stays invisible before redelivery;
+    #: must exceed the longest time limit and countdown or running tasks get duplicated
+    visibility_timeout: int = Field(default=7200, ge=1)
+    #: the longest countdown/eta callers use, checked against visibility_timeout
+    max_countdown: int = Field(default=0, ge=0)
+    queues: list[str] = Field(default_factory=lambda: list(DEFAULT_QUEUES))
+    default_queue: str = "default"
+    routes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
+    beat_schedule: dict[str, BeatEntry] = Field(default_factory=lambda: dict(DEFAULT_BEAT))
+    worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
+    worker_groups: dict[str, WorkerGroup] = Field(
+        default_factory=lambda: dict(DEFAULT_WORKER_GROUPS)
+    )
+    #: modules imported by workers and beat so that their tasks are registered
+    imports: list[str] = Field(default_factory=list)
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: days health checks and reports are kept before the hourly cleanup deletes them
+    retention_days: int = Field(default=14, ge=1)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("TASKWORKS_CONFIG_FILE", "taskworks.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path))
+
+    @field_validator("broker_url", "result_backend")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            scheme = value.split("://", 1)[0] if "://" in value else ""
+            if scheme not in BROKER_SCHEMES or not value.split("://", 1)[1]:
+                raise ValueError(
+                    f"expected a Redis/Valkey URL such as redis://host:6379/0 "
+                    f"(schemes: {', '.join(BROKER_SCHEMES)})"
+                )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _sql_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                url = make_url(value)
+            except ArgumentError as exc:
+                raise ValueError(
+                    "expected a SQLAlchemy URL such as postgresql://user@host/db "
+                    "or sqlite:///path.db"
+                ) from exc
+            if url.get_backend_name() not in DATABASE_DRIVERS:
+                raise ValueError(f"expected a database of kind {' or '.join(DATABASE_DRIVERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _queues_known(self) -> Settings:
+        known = set(self.queues)
+        problems: list[str] = []
+        if self.default_queue not in known:
+            problems.append(f"default_queue {self.default_queue!r} is not in queues")
+        problems += [
+            f"routes[{glob!r}] names unknown queue {q!r}"
+            for glob, q in self.routes.items() if q not in known
+        ]
+        problems += [
+            f"beat_schedule[{name!r}].queue names unknown queue {e.queue!r}"
+            for name, e in self.beat_schedule.items() if e.queue and e.queue not in known
+        ]
+        problems += [
+            f"worker_groups[{name!r}] names unknown queue {q!r}"
+            for name, g in self.worker_groups.items() for q in g.queues if q not in known
+        ]
+        if problems:
+            raise ValueError("; ".join(problems) + f" (known queues: {', '.join(self.queues)})")
+        return self
+
+    # -- derived values -------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"redis://{self.embedded_host}:{self.embedded_port}/0"
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or self.effective_broker_url
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'taskworks.db').resolve()}"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in error["loc"]) or "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    if isinstance(value, dict) and error["type"] != "extra_forbidden":
+        return f"{field}: {message}"
+    return f"{field}: got {value!r}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, raising ConfigError that names every invalid setting at once."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [_describe(dict(e)) for e in exc.errors()]
+        raise ConfigError(
+            "invalid taskworks settings (env TASKWORKS_*, taskworks.toml):\n  "
+            + "\n  ".join(lines)
+        ) from None
+    except SettingsError as exc:  # an environment value that is not valid JSON
+        match = re.search(r'field "([^"]+)"', str(exc))
+        field = match.group(1) if match else "?"
+        env = f"TASKWORKS_{field.upper()}"
+        raise ConfigError(
+            f"invalid taskworks settings:\n  {field}: got {os.environ.get(env)!r} from {env}: "
+            f"expected JSON ({exc.__cause__ or exc})"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        path = Path(os.environ.get("TASKWORKS_CONFIG_FILE", "taskworks.toml")).resolve()
+        raise ConfigError(f"invalid taskworks settings: {path}: expected TOML ({exc})") from None
+
+
+SECRET_WORDS = ("password", "token", "secret", "api_key", "authorization")
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a URL (user:password@ and ?password=...), for printing."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    secret = {k for k in parsed.query if any(w in k.lower() for w in SECRET_WORDS)}
+    if secret:
+        parsed = parsed.update_query_dict({k: "***" for k in secret})
+    if parsed.password or secret:
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    return url

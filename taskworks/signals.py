@@ -1,0 +1,70 @@
+"""Celery signal handlers: per-process resources and task logging context.
+
+The seed's prerun/postrun handlers log every task start and finish; here they also bind
+the task id and name to the logging context, so every line inside a task carries them.
+Handlers are filtered to the app they were connected for, so two apps never interfere.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from celery import signals
+
+from taskworks.logs import get_logger
+from taskworks.runtime.middleware import TaskContext
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+log = get_logger("taskworks.task")
+
+
+def connect(tw: Taskworks) -> None:
+    app = tw.app
+
+    def mine(task: Any) -> bool:
+        return task is not None and getattr(task, "app", None) is app
+
+    def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+        if not mine(task):
+            return
+        structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name)
+        log.info("task started", queue=(task.request.delivery_info or {}).get("routing_key"))
+
+    def on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None,
+                   **_: Any) -> None:
+        if not mine(task):
+            return
+        log.info("task finished", state=state)
+        structlog.contextvars.unbind_contextvars("task_id", "task_name")
+
+    def on_process_init(**_: Any) -> None:
+        # a forked child must open its own connections, never reuse the parent's
+        tw.store.dispose()
+        tw.store.engine  # noqa: B018  (the child's own pool, created now, not mid-task)
+
+    def on_process_shutdown(**_: Any) -> None:
+        tw.runtime.shutdown()  # flush the journal before the store goes away
+        tw.store.dispose()
+
+    def on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+        task = sender  # the task object; request is its Context
+        if not mine(task) or getattr(task, "runtime", None) is None:
+            return
+        info = getattr(request, "delivery_info", None) or {}
+        ctx = TaskContext(
+            task=task, task_id=request.id, name=task.name, queue=info.get("routing_key"),
+            args=tuple(request.args or ()), kwargs=dict(request.kwargs or {}), attempt=1,
+            options=task.taskworks_options, hostname=getattr(request, "hostname", None),
+        )
+        tw.runtime.revoked(ctx)
+
+    # weak=False: these closures have no other owner
+    signals.task_prerun.connect(on_prerun, weak=False)
+    signals.task_postrun.connect(on_postrun, weak=False)
+    signals.worker_process_init.connect(on_process_init, weak=False)
+    signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
+    signals.worker_shutdown.connect(on_process_shutdown, weak=False)
+    signals.task_revoked.connect(on_revoked, weak=False)

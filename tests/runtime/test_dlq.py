@@ -1,0 +1,108 @@
+"""The dead-letter store: replay round trip, filters, bulk replay, purge, CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from taskworks.errors import InvalidInput
+from taskworks.runtime.dlq import DeadLetterFilter
+from tests.support.wait import wait_for
+from tests.support.workers import ROOT, WorkerProcess
+
+
+def _fail_into_dlq(tw: Any, redis_client: redis.Redis, keys: list[str]) -> list[Any]:
+    for key in keys:
+        redis_client.set(f"{key}:fail", 1)
+    results = [tw.submit("tests.toggle", [key]) for key in keys]
+    for result in results:
+        result.get(timeout=30, propagate=False)
+    return wait_for(lambda: len(tw.dead_letters.find()) == len(keys) and tw.dead_letters.find(),
+                    what="dead letters")
+
+
+def test_replay_round_trip(
+    tw: Any, store: Any, redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess], journal_rows: Callable[..., Any],
+) -> None:
+    start_worker()
+    [letter] = _fail_into_dlq(tw, redis_client, ["r1"])
+    assert (letter.name, letter.args, letter.exc_type, letter.reason) == (
+        "tests.toggle", ["r1"], "KeyError", "max_retries")
+    redis_client.delete("r1:fail")  # the downstream is fixed
+
+    replayed = tw.dead_letters.replay(tw, [letter.id])
+    new_id = replayed[letter.id]
+    assert new_id != letter.task_id
+    assert tw.app.AsyncResult(new_id).get(timeout=30) == "ok"
+    assert redis_client.get("r1:ok") == "1"
+    again = tw.dead_letters.get(letter.id)
+    assert (again.replay_count, again.replay_task_id) == (1, new_id)
+    assert again.replayed_at is not None
+    rows = journal_rows(2, "tests.toggle")
+    assert [(r.task_id, r.state) for r in rows] == [(letter.task_id, "failure"),
+                                                    (new_id, "success")]
+
+
+def test_filters_bulk_replay_and_purge(
+    tw: Any, store: Any, redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker()
+    _fail_into_dlq(tw, redis_client, ["b1", "b2", "b3"])
+    tw.submit("tests.critical", ["other"]).get(timeout=30, propagate=False)
+    wait_for(lambda: len(tw.dead_letters.find()) == 4, what="4 dead letters")
+    by_exc = tw.dead_letters.find(DeadLetterFilter(exc_type="KeyError"))
+    assert len(by_exc) == 3
+    assert len(tw.dead_letters.find(DeadLetterFilter(task="tests.critical"))) == 1
+
+    replayed = tw.dead_letters.replay_matching(tw, DeadLetterFilter(exc_type="KeyError"))
+    assert len(replayed) == 3
+    assert len(tw.dead_letters.find(DeadLetterFilter(replayed=True))) == 3
+    assert tw.dead_letters.purge(DeadLetterFilter(task="tests.critical")) == 1
+    assert len(tw.dead_letters.find()) == 3
+
+
+def test_unknown_ids_replay_nothing(tw: Any, store: Any, redis_client: redis.Redis,
+                                    start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker()
+    [letter] = _fail_into_dlq(tw, redis_client, ["u1"])
+    with pytest.raises(InvalidInput, match="id"):
+        tw.dead_letters.replay(tw, [letter.id, 999_999])
+    assert tw.dead_letters.get(letter.id).replay_count == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "taskworks", "dlq", *args, "--app",
+                           "tests.apps.sample:tw"], cwd=ROOT, env=os.environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_dlq_cli(tw: Any, store: Any, redis_client: redis.Redis,
+                 start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker()
+    letters = _fail_into_dlq(tw, redis_client, ["c1", "c2"])
+    listed = _cli("list", "--exception", "KeyError", "--since", "1h")
+    assert listed.returncode == 0, listed.stderr
+    assert all(letter.task_id in listed.stdout for letter in letters)
+    shown = _cli("show", str(letters[0].id))
+    assert letters[0].task_id in shown.stdout
+    redis_client.delete("c1:fail", "c2:fail")  # replays succeed: no new letters race the purge
+    replayed = _cli("replay", str(letters[0].id))
+    assert replayed.returncode == 0, replayed.stderr
+    assert "1 replayed" in replayed.stdout
+    bulk = _cli("replay", "--all", "--task", "tests.toggle")
+    assert "2 replayed" in bulk.stdout
+    assert _cli("show", "424242").returncode == 2
+    assert _cli("replay").returncode == 2
+    wait_for(lambda: sum(int(redis_client.get(f"{k}:ok") or 0) for k in ("c1", "c2")) == 3,
+             what="the three replays to succeed")
+    purged = _cli("purge", "--yes")
+    assert "2 deleted" in purged.stdout
+    assert tw.dead_letters.find() == []

@@ -1,0 +1,100 @@
+"""Severity rules (most specific class wins) and error callbacks."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+
+from taskworks.errors import InvalidInput
+from taskworks.runtime.middleware import TaskContext
+from taskworks.runtime.severity import ErrorCallbacks, Severity, SeverityRules
+from tests.support.workers import WorkerProcess
+
+
+class FlakyNetwork(ConnectionRefusedError):
+    pass
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (ConnectionError(), Severity.MEDIUM), (FlakyNetwork(), Severity.MEDIUM),
+    (TimeoutError(), Severity.MEDIUM), (MemoryError(), Severity.CRITICAL),
+    (OperationalError("x", {}, Exception()), Severity.HIGH), (sqlite3.OperationalError(),
+                                                               Severity.HIGH),
+    (WorkerLostError(), Severity.HIGH), (SoftTimeLimitExceeded(), Severity.HIGH),
+    (ValueError(), Severity.LOW), (KeyError(), Severity.LOW),
+])
+def test_default_rules(exc: BaseException, expected: Severity) -> None:
+    assert SeverityRules().classify(exc) == expected
+
+
+def test_most_specific_rule_wins_whatever_the_order() -> None:
+    # the seed matched in dict order: Exception first would shadow everything after it
+    rules = SeverityRules({Exception: Severity.HIGH}, default=Severity.LOW)
+    rules.set(ConnectionError, "medium")
+    rules.set(FlakyNetwork, Severity.CRITICAL)
+    assert rules.classify(FlakyNetwork()) == Severity.CRITICAL
+    assert rules.classify(ConnectionRefusedError()) == Severity.MEDIUM
+    assert rules.classify(ValueError()) == Severity.HIGH
+    assert rules.classify(KeyboardInterrupt()) == Severity.LOW
+
+
+def test_bad_rules_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="severity"):
+        SeverityRules().set(ValueError, "apocalyptic")
+    with pytest.raises(InvalidInput, match="exc_type"):
+        SeverityRules().set("ValueError", "high")  # type: ignore[arg-type]
+
+
+def _ctx() -> TaskContext:
+    return TaskContext(task=None, task_id="t", name="n", queue=None, args=(), kwargs={},
+                       attempt=1, options={}, hostname=None)
+
+
+def test_callbacks_of_the_most_specific_class_run_and_failures_are_contained() -> None:
+    called: list[str] = []
+    callbacks = ErrorCallbacks()
+    callbacks.register(Exception, lambda e, c: called.append("exception"))
+    callbacks.register(ConnectionError, lambda e, c: called.append("connection"))
+
+    def broken(exc: BaseException, ctx: TaskContext) -> None:
+        raise RuntimeError("broken")
+
+    callbacks.register(ConnectionError, broken)
+    callbacks.register(ConnectionError, lambda e, c: called.append("after broken"))
+    callbacks.run(FlakyNetwork(), _ctx())  # must not raise
+    assert called == ["connection", "after broken"]
+    callbacks.run(ValueError(), _ctx())
+    assert called[-1] == "exception"
+
+
+def test_database_error_callback_resets_the_pool(tw: Any) -> None:
+    engine = tw.store.engine
+    for callback in tw.runtime.get(type(tw.runtime.middlewares[1])).callbacks.matching(
+            OperationalError("x", {}, Exception())):
+        callback(OperationalError("x", {}, Exception()), _ctx())
+    assert tw.store.engine is not engine
+
+
+def test_task_override_and_broken_callback_with_a_real_worker(
+    tw: Any, store: Any, redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess], journal_rows: Callable[..., Any],
+) -> None:
+    start_worker()
+    critical = tw.submit("tests.critical", ["boom"])
+    # tests.toggle fails with KeyError, whose registered callback raises on purpose
+    redis_client.set("cb:fail", 1)
+    keyed = tw.submit("tests.toggle", ["cb"])
+    with pytest.raises(ValueError, match="boom"):
+        critical.get(timeout=30)
+    with pytest.raises(KeyError):  # the original error, not the callback's RuntimeError
+        keyed.get(timeout=30)
+    rows = {r.task_id: r for r in journal_rows(2)}
+    assert rows[critical.id].severity == "critical"  # ValueError alone would be low
+    assert (rows[keyed.id].exc_type, rows[keyed.id].severity) == ("KeyError", "low")

@@ -1,0 +1,82 @@
+"""The Taskworks facade: building an app, adopting one, declaring tasks."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+from celery import Celery
+
+import taskworks
+from taskworks import InvalidInput, Taskworks, load_settings
+from taskworks.app import CELERY_OPTIONS
+from taskworks.tasks import builtin
+
+
+def test_public_surface_is_exactly_all() -> None:
+    public = {
+        name for name in dir(taskworks)
+        if not name.startswith("_") and not inspect.ismodule(getattr(taskworks, name))
+    }
+    assert public == set(taskworks.__all__)
+    for name in taskworks.__all__:
+        assert getattr(taskworks, name) is not None
+
+
+def test_built_app_has_the_seed_configuration(tw: Any) -> None:
+    conf = tw.app.conf
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == ["json"]
+    assert conf.task_acks_late
+    assert conf.task_reject_on_worker_lost
+    assert conf.result_expires == 3600
+    assert conf.timezone == "UTC"
+    assert [q.name for q in conf.task_queues] == [
+        "default", "cpu_intensive", "io_intensive", "priority", "scheduled"]
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert set(conf.beat_schedule) == {"cleanup-expired-data", "daily-report", "health-check"}
+    assert conf.beat_schedule["health-check"]["options"] == {"queue": "priority", "priority": 9}
+    assert {builtin.HEALTH_CHECK, builtin.CLEANUP, builtin.DAILY_REPORT} <= set(tw.app.tasks)
+
+
+def test_adopting_an_existing_app_keeps_its_tasks_and_configuration() -> None:
+    theirs = Celery("theirs", broker="redis://127.0.0.1:1/3", set_as_current=False)
+    theirs.conf.task_default_queue = "celery"
+    theirs.conf.result_expires = 99
+
+    @theirs.task(name="theirs.add", queue="celery")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    before = theirs.tasks["theirs.add"]
+    tw = Taskworks(app=theirs, settings=load_settings())
+    assert tw.app is theirs
+    assert tw.adopted
+    assert theirs.tasks["theirs.add"] is before
+    assert before.queue == "celery"
+    assert theirs.conf.broker_url == "redis://127.0.0.1:1/3"
+    assert theirs.conf.result_expires == 99
+    names = [q.name for q in theirs.conf.task_queues]
+    # their implicit default queue stays served, ours are added
+    assert names[0] == "celery"
+    assert {"default", "cpu_intensive", "priority"} <= set(names)
+    assert builtin.HEALTH_CHECK in theirs.tasks
+    assert add.apply(args=(2, 3)).get() == 5
+
+
+def test_unknown_task_option_is_refused_at_declaration(tw: Any) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        tw.task(retries=3)
+    message = str(caught.value)
+    assert "retries" in message
+    for option in CELERY_OPTIONS | tw.runtime.option_names():
+        assert option in message
+    assert "retry_policy" in message  # middlewares declare theirs
+
+
+def test_unknown_queue_and_bad_priority_are_refused_at_declaration(tw: Any) -> None:
+    with pytest.raises(InvalidInput, match="queue: got 'nosuch'"):
+        tw.task(queue="nosuch")
+    with pytest.raises(InvalidInput, match="priority"):
+        tw.task(priority=11)
