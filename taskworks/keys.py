@@ -13,6 +13,8 @@ def beat_leader(name: str = "default") -> str:
 
 #: how often a message was restored after its worker died, per task id
 REDELIVERIES = PREFIX + "redeliveries:"
+#: failure-notification dedupe windows, per task name and exception type
+NOTIFY = PREFIX + "notify:"
 #: retries admitted per task name over the last minute, across the cluster (sorted set)
 RETRY_BUDGET = PREFIX + "retry-budget:"
 
@@ -23,3 +25,30 @@ def redeliveries(task_id: str) -> str:
 
 def retry_budget(task_name: str) -> str:
     return RETRY_BUDGET + task_name
+
+
+#: circuit breakers (resilience/breaker.py): the state hash, the sliding window of
+#: recent outcomes (sorted set), the journal of transitions (capped stream), per name;
+#: and the set of every breaker name that has state
+BREAKER = PREFIX + "breaker:"
+BREAKER_WINDOW = PREFIX + "breaker-window:"
+BREAKER_EVENTS = PREFIX + "breaker-events:"
+BREAKERS = PREFIX + "breakers"
+#: last good results kept for fallback answers (resilience/fallback.py), per breaker and key
+BREAKER_CACHE = PREFIX + "breaker-cache:"
+
+
+def breaker(name: str) -> str:
+    return BREAKER + name
+
+
+def breaker_window(name: str) -> str:
+    return BREAKER_WINDOW + name
+
+
+def breaker_events(name: str) -> str:
+    return BREAKER_EVENTS + name
+
+
+def breaker_cache(name: str, key: str) -> str:
+    return f"{BREAKER_CACHE}{name}:{key}"

@@ -15,8 +15,7 @@ import redis
 from taskworks import keys
 from taskworks.errors import InvalidInput
 
-# TODO(keys.py): belongs next to the other prefixes in taskworks.keys
-NOTIFY = keys.PREFIX + "notify:"
+NOTIFY = keys.NOTIFY
 
 #: how long after its window a suppressed count waits for the next failure to report it
 CARRY_SECONDS = 86_400

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from taskworks.notify.middleware import NotifyMiddleware
 from taskworks.runtime.dlq import DeadLetterMiddleware, DeadLetterStore
 from taskworks.runtime.journal import JournalMiddleware, JournalWriter
 from taskworks.runtime.middleware import Middleware, Runtime
@@ -38,4 +39,5 @@ def default_runtime(tw: Taskworks, extra: list[Middleware] | None = None) -> Run
                                settings.journal.flush_interval)
         middlewares.append(JournalMiddleware(writer, settings.journal))
     middlewares.append(DeadLetterMiddleware(DeadLetterStore(tw.store)))
+    middlewares.append(NotifyMiddleware(tw))
     return Runtime([*middlewares, *(extra or [])])

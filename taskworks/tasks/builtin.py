@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
+from taskworks.notify import task as notify_task
 from taskworks.runtime.journal import enforce_retention
 from taskworks.store.tables import HealthCheck, Report
 
@@ -126,6 +127,7 @@ def daily_report(tw: Taskworks, day: str | None = None) -> dict[str, Any]:
 
 def register(tw: Taskworks) -> None:
     """Declare the built-in tasks on ``tw``'s app."""
+    notify_task.register(tw)
 
     def queue(preferred: str) -> str:
         # a topology without the seed's queues still gets working built-ins

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from taskworks import InvalidInput, Taskworks, load_settings
 from taskworks.notify.notice import FailureNotice
 from taskworks.notify.service import deliver, should_notify
-from taskworks.notify.task import NOTIFY_TASK, register
+from taskworks.notify.task import NOTIFY_TASK
 from taskworks.store.migrate import upgrade
 from taskworks.store.tables import Notification
 from tests.notify import HttpSink, SmtpSink, http_server, smtp_server
@@ -172,8 +172,7 @@ def test_should_notify_rejects_unknown_severity() -> None:
 
 def test_the_task_is_urgent_and_delivers(
         make_tw: MakeTw, smtp: tuple[SmtpSink, int], hook: HttpSink) -> None:
-    tw = make_tw(**both(smtp, hook))
-    register(tw)
+    tw = make_tw(**both(smtp, hook))  # every Taskworks has the notification task built in
     task = tw.app.tasks[NOTIFY_TASK]
     assert (task.queue, task.priority) == ("priority", 9)
     assert task(NOTICE.to_json()) == ["sent", "sent"]  # the body a worker runs

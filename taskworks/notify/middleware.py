@@ -1,0 +1,51 @@
+"""Sends a failure notice for every task that fails for good at or above ``min_severity``.
+
+The seed called send_error_notification from inside the failing task; here the failing
+worker only publishes a small message to the notification task (priority queue,
+priority 9) and goes on: a slow SMTP server never holds a worker, and the dedupe window
+and delivery records are the notification task's business (notify/service.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskworks.logs import get_logger
+from taskworks.notify.notice import FailureNotice
+from taskworks.notify.service import channels, should_notify
+from taskworks.notify.task import NOTIFY_TASK
+from taskworks.runtime.middleware import Middleware, TaskContext
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+log = get_logger("taskworks.notify")
+
+#: characters of the traceback's end carried in a notice
+TRACEBACK_EXCERPT = 2000
+
+
+def notice_of(ctx: TaskContext) -> FailureNotice:
+    exc = ctx.exc
+    return FailureNotice(
+        task_name=ctx.name, task_id=ctx.task_id,
+        exc_type=type(exc).__name__ if exc is not None else "unknown",
+        exc_message=str(exc)[:1000] if exc is not None else "",
+        severity=ctx.severity or "low", hostname=ctx.hostname or "",
+        attempt=ctx.attempt, traceback_excerpt=(ctx.traceback or "")[-TRACEBACK_EXCERPT:],
+    )
+
+
+class NotifyMiddleware(Middleware):
+    def __init__(self, tw: Taskworks) -> None:
+        self.tw = tw
+        self.enabled = bool(channels(tw.settings.notify))
+
+    def on_exhausted(self, ctx: TaskContext) -> None:
+        if not self.enabled or ctx.name == NOTIFY_TASK:
+            return  # nothing configured; and never notify about the notifier itself
+        if not should_notify(self.tw.settings, ctx.severity or "low"):
+            return
+        result = self.tw.submit(NOTIFY_TASK, [notice_of(ctx).to_json()])
+        log.info("failure notification queued", task=ctx.name, task_id=ctx.task_id,
+                 severity=ctx.severity, notification=result.id)
