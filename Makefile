@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest system-deps venv up clean
+.PHONY: demo test lint typecheck pytest system-deps venv up clean bench
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
@@ -18,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
 # PostgreSQL server binaries for the store tests (Debian's package).
@@ -36,6 +36,11 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) system-deps
 	$(VENV)/bin/pytest
+
+# Side-by-side benchmarks (bench/): full size; BENCH_SIZE=tiny for a quick check.
+# Writes bench/results/latest.md and latest.png.
+bench: $(STAMP)
+	$(PY) -m bench --size $${BENCH_SIZE:-full}
 
 up: $(STAMP)
 	$(VENV)/bin/taskworks up

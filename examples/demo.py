@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from examples.demo_app import tw  # noqa: E402
+from examples.demo_runtime import RuntimeDemo  # noqa: E402
 from taskworks import logs  # noqa: E402
 from taskworks.stack import Stack  # noqa: E402
 from taskworks.store.migrate import upgrade  # noqa: E402
@@ -68,6 +69,7 @@ def main() -> int:
         stack.wait_ready(tw.app)
         topology_scenario()
         builtin_scenario()
+        RuntimeDemo(tw, console).run()
     finally:
         stack.stop()
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s; stack stopped cleanly")

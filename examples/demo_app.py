@@ -8,9 +8,11 @@ import socket
 import time
 from typing import Any
 
+from examples import patterns
 from taskworks import Taskworks
 
 tw = Taskworks()
+patterns.register(tw)  # the seed's task patterns (examples/patterns.py)
 
 
 def _where(task: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from kombu import Queue
 
 from taskworks import signals, topology
 from taskworks.errors import InvalidInput
+from taskworks.resilience.breaker_registry import Breakers
+from taskworks.resilience.ratelimit import RateLimits
 from taskworks.runtime.chain import default_runtime
 from taskworks.runtime.dlq import DeadLetterStore
 from taskworks.runtime.middleware import Middleware, Runtime
@@ -19,8 +21,11 @@ from taskworks.runtime.retry import RetryPolicies
 from taskworks.runtime.severity import ErrorCallback, SeverityMiddleware, SeverityRules
 from taskworks.settings import Settings, load_settings
 from taskworks.store.engine import Store
+from taskworks.workflows.api import Workflows
 
-#: Celery options ``@tw.task`` passes through; middlewares add their own options
+#: Celery options ``@tw.task`` passes through; middlewares add their own options.
+#: ``rate_limit`` is deliberately NOT here: it is taskworks' cluster-wide limit
+#: (resilience/ratelimit.py); Celery's per-worker attribute of the same name stays unset.
 CELERY_OPTIONS = frozenset({
     "name", "queue", "priority", "soft_time_limit", "time_limit", "bind",
     "ignore_result", "acks_late",
@@ -89,6 +94,8 @@ class Taskworks:
         self.store = Store(self.settings.effective_database_url)
         self.runtime = default_runtime(self)
         self.dead_letters = DeadLetterStore(self.store)
+        #: durable DAG workflows: ``tw.workflows.register(wf)``, ``.start(name, input)``
+        self.workflows = Workflows(self)
         signals.connect(self)
         from taskworks.tasks import builtin  # here: the built-ins need a Taskworks to bind to
 
@@ -144,8 +151,14 @@ class Taskworks:
         self, name: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
         queue: str | None = None, priority: int | None = None, countdown: float | None = None,
         task_id: str | None = None, headers: dict[str, Any] | None = None,
+        dedupe_key: str | None = None, dedupe_ttl: int | None = None,
     ) -> AsyncResult:
-        """Send a registered task by name. Priority 0-9, 9 the most urgent."""
+        """Send a registered task by name. Priority 0-9, 9 the most urgent.
+
+        With ``dedupe_key``, a second submit with the same key (within ``dedupe_ttl``
+        seconds, default ``idempotency.ttl_seconds``) sends nothing and returns the
+        result of the task the first one queued (an atomic SET NX in Redis).
+        """
         task = self.app.tasks.get(name)
         if task is None:
             raise InvalidInput("task", name, "the name of a registered task")
@@ -164,13 +177,148 @@ class Taskworks:
             options["task_id"] = task_id
         if headers:
             options["headers"] = headers
+        if dedupe_key is not None:
+            return self._submit_deduped(task, list(args), kwargs or {}, options,
+                                        dedupe_key, dedupe_ttl)
         result: AsyncResult = task.apply_async(args=list(args), kwargs=kwargs or {}, **options)
         return result
+
+    def _submit_deduped(self, task: Any, args: list[Any], kwargs: dict[str, Any],
+                        options: dict[str, Any], dedupe_key: str,
+                        dedupe_ttl: int | None) -> AsyncResult:
+        from celery.utils import uuid
+
+        from taskworks.resilience import idempotency
+
+        if not isinstance(dedupe_key, str) or not dedupe_key:
+            raise InvalidInput("dedupe_key", dedupe_key, "a non-empty str")
+        ttl = self.settings.idempotency.ttl_seconds if dedupe_ttl is None else dedupe_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+            raise InvalidInput("dedupe_ttl", dedupe_ttl, "seconds, an integer >= 1")
+        client = self.runtime.get(idempotency.IdempotencyMiddleware).client
+        task_id = options.setdefault("task_id", uuid())
+        existing = idempotency.claim_dedupe_key(client, dedupe_key, task_id, ttl)
+        if existing is not None:
+            return self.app.AsyncResult(existing)  # queued before: nothing is sent
+        try:
+            result: AsyncResult = task.apply_async(args=args, kwargs=kwargs, **options)
+        except BaseException:
+            idempotency.release_dedupe_key(client, dedupe_key, task_id)  # let a retry send
+            raise
+        return result
+
+    def submit_many(
+        self, name: str, items: Iterable[Any], *, queue: str | None = None,
+        priority: int | None = None, batch_size: int = 1000,
+    ) -> list[str]:
+        """Send many calls of one task, pipelined: one Redis round trip per ``batch_size``.
+
+        Each item is a list or tuple of positional arguments, a dict of keyword arguments,
+        or a 2-tuple ``(args, kwargs)``. Every item is checked before anything is sent.
+        Routing is decided once, by task name and ``queue`` (function routers that look at
+        the arguments are not consulted per message). Returns the task ids, in order.
+        """
+        from celery import signals as celery_signals
+        from celery.utils import uuid
+
+        task = self.app.tasks.get(name)
+        if task is None:
+            raise InvalidInput("task", name, "the name of a registered task")
+        if queue is not None and queue not in self.queue_names():
+            raise InvalidInput("queue", queue, f"one of {', '.join(self.queue_names())}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput("batch_size", batch_size, "an integer >= 1")
+
+        def split(index: int, item: Any) -> tuple[list[Any], dict[str, Any]]:
+            if (isinstance(item, tuple) and len(item) == 2
+                    and isinstance(item[0], list | tuple) and isinstance(item[1], dict)):
+                return list(item[0]), item[1]
+            if isinstance(item, list | tuple):
+                return list(item), {}
+            if isinstance(item, dict):
+                return [], item
+            raise InvalidInput(f"items[{index}]", item,
+                               "a list of arguments, a dict of keyword arguments or (args, kwargs)")
+
+        calls = [split(i, item) for i, item in enumerate(items)]
+        if not calls:
+            return []
+        route = self.app.amqp.router.route({"queue": queue} if queue else {}, name, (), {},
+                                           task_type=task)
+        if isinstance(task, TaskworksTask):  # same priority rule as apply_async
+            chosen = priority if priority is not None else (
+                task.priority if task.priority is not None else task.default_priority)
+            broker_priority: int | None = topology.broker_priority(chosen)
+        else:
+            broker_priority = priority if priority is not None else route.get("priority")
+        target: Queue = route["queue"]
+        conf = self.app.conf
+        # like Celery's send_task_message: a direct exchange becomes the anonymous exchange
+        if target.exchange is None or target.exchange.type == "direct":
+            exchange, routing_key = "", target.name
+        else:
+            exchange = target.exchange.name
+            routing_key = route.get("routing_key") or target.routing_key
+        delivery_mode = (target.exchange.delivery_mode if target.exchange else None) \
+            or conf.task_default_delivery_mode
+        send_event = bool(conf.task_send_sent_event)
+        current = self.app.current_worker_task  # called from inside a task: link the lineage
+        parent_id = current.request.id if current else None
+        root_id = (current.request.root_id or parent_id) if current else None
+        amqp, ids = self.app.amqp, []
+        # read once: Celery's settings lookups cost more than building a message
+        serializer, compression = conf.task_serializer, conf.task_compression
+        reply_to, time_limit, soft_time_limit = (
+            self.app.thread_oid, task.time_limit, task.soft_time_limit)
+        with self.app.producer_or_acquire() as producer:
+            producer.maybe_declare(target)
+            events = self.app.events.Dispatcher(connection=producer.connection, enabled=False) \
+                if send_event else None
+            # kombu's transport-owned batch: its Redis publishes go through one pipeline
+            with producer.batch(max_size=batch_size * (2 if send_event else 1)):
+                for args, kwargs in calls:
+                    task_id = uuid()
+                    headers, properties, body, sent = amqp.create_task_message(
+                        task_id, name, args, kwargs, reply_to=reply_to,
+                        time_limit=time_limit, soft_time_limit=soft_time_limit,
+                        create_sent_event=send_event, root_id=root_id, parent_id=parent_id,
+                        ignore_result=task.ignore_result,
+                    )
+                    if celery_signals.before_task_publish.receivers:
+                        celery_signals.before_task_publish.send(
+                            sender=name, body=body, exchange=exchange, routing_key=routing_key,
+                            declare=[target], headers=headers, properties=properties,
+                            retry_policy={})
+                    producer.publish(
+                        body, exchange=exchange, routing_key=routing_key, retry=False,
+                        serializer=serializer, compression=compression,
+                        headers=headers, priority=broker_priority or 0,
+                        delivery_mode=delivery_mode, **properties,
+                    )
+                    if celery_signals.after_task_publish.receivers:
+                        celery_signals.after_task_publish.send(
+                            sender=name, body=body, headers=headers, exchange=exchange,
+                            routing_key=routing_key)
+                    if events is not None:
+                        sent.update(queue=target.name, exchange=exchange,
+                                    routing_key=routing_key)
+                        events.publish("task-sent", sent, producer)
+                    ids.append(task_id)
+        return ids
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Add your own middleware at the end of the chain (before declaring tasks that use
         its options)."""
         self.runtime.add(middleware)
+
+    @property
+    def breakers(self) -> Breakers:
+        """Circuit breakers by name: ``tw.breakers.get(name)``, ``.register(name, ...)``,
+        ``.list()``, ``.show(name)``, ``.reset(name)``, ``.fallback(name, ...)``."""
+        from taskworks.resilience.breaker_middleware import BreakerMiddleware
+
+        middleware: BreakerMiddleware = self.runtime.get(BreakerMiddleware)
+        return middleware.breakers
 
     @property
     def retry_policies(self) -> RetryPolicies:
@@ -179,6 +327,14 @@ class Taskworks:
 
         middleware: RetryMiddleware = self.runtime.get(RetryMiddleware)
         return middleware.policies
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """Named cluster-wide limits: ``tw.rate_limits.define("github-api", "50/s")``."""
+        from taskworks.resilience.ratelimit import RateLimitMiddleware
+
+        middleware: RateLimitMiddleware = self.runtime.get(RateLimitMiddleware)
+        return middleware.limits
 
     @property
     def severity_rules(self) -> SeverityRules:

@@ -5,7 +5,13 @@
     ├── BrokerError          the embedded broker could not start or be reached
     │   └── PortInUse        the configured port belongs to another program
     ├── StoreError           the SQL store could not be opened or migrated
+    ├── BreakerOpen          a circuit breaker refused a call (carries name, retry_after)
+    ├── HttpCallError        an HTTP call (taskworks.http_call) got no usable answer
+    │   ├── HttpUnavailable  connection error, timeout, 5xx or 429: worth retrying
+    │   └── HttpRejected     any other 4xx: the request itself is wrong, never retried
+    ├── TaskMemoryError      a task raised MemoryError; its pool child is recycled after it
     └── InvalidInput         a caller passed a value outside what an API accepts
+        └── WorkflowInvalid  a workflow definition: every problem, with its location
 
 Each message names the field, the value and what was expected, so a CLI can print it
 as is and exit 2.
@@ -41,4 +47,73 @@ class InvalidInput(TaskworksError):
         self.field = field
         self.value = value
         self.expected = expected
-        super().__init__(f"{field}: got {value!r}, expected {expected}")
+        # the constructor's arguments as ``args``: Celery rebuilds an exception from its
+        # args (JSON), so the caller of a failed task gets an InvalidInput back
+        super().__init__(field, value, expected)
+
+    def __str__(self) -> str:
+        return f"{self.field}: got {self.value!r}, expected {self.expected}"
+
+
+class BreakerOpen(TaskworksError):
+    """A circuit breaker refused a call: the downstream was not touched.
+
+    ``retry_after`` is how many seconds until the breaker may admit a probe. The
+    arguments are kept as ``args`` so the exception survives Celery's JSON round trip.
+    """
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(name, retry_after)
+
+    def __str__(self) -> str:
+        return f"circuit breaker {self.name!r} is open; retry in {self.retry_after:.1f}s"
+
+
+class HttpCallError(TaskworksError):
+    """An HTTP call got no usable answer: ``status`` is None when no response came.
+
+    ``detail`` is the reason or an excerpt of the response body; ``retry_after`` the
+    server's Retry-After in seconds, if it sent one. Arguments stay in ``args`` so the
+    error survives Celery's JSON round trip.
+    """
+
+    def __init__(self, method: str, url: str, status: int | None, detail: str,
+                 retry_after: float | None = None) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+        super().__init__(method, url, status, detail, retry_after)
+
+    def __str__(self) -> str:
+        answer = f"HTTP {self.status}" if self.status is not None else "no response"
+        return f"{self.method} {self.url}: {answer}: {self.detail}"
+
+
+class HttpUnavailable(HttpCallError):
+    """Connection error, timeout, 5xx or 429: the server may answer later."""
+
+
+class HttpRejected(HttpCallError):
+    """A 4xx other than 429: sending the same request again cannot help."""
+
+
+class TaskMemoryError(TaskworksError):
+    """A task raised MemoryError. Celery treats a MemoryError from a task as fatal to the
+    whole worker (it re-raises it in the main process, and every task in flight is
+    redelivered); taskworks reports this error instead, after the MemoryError callbacks
+    ran (garbage collection, the prefork child recycled once the task is done)."""
+
+
+class WorkflowInvalid(InvalidInput):
+    """A workflow definition with problems: ``errors`` lists every one, each with its
+    location (``steps[2] (clean).depends_on: unknown step 'x'``)."""
+
+    def __init__(self, workflow: str, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("workflow", workflow, "a valid definition; found "
+                         f"{len(errors)} problem(s):\n  " + "\n  ".join(errors))
+        self.args = (workflow, self.errors)  # what the constructor takes (see InvalidInput)

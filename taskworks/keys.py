@@ -52,3 +52,29 @@ def breaker_events(name: str) -> str:
 
 def breaker_cache(name: str, key: str) -> str:
     return f"{BREAKER_CACHE}{name}:{key}"
+
+#: idempotent tasks: stored result and running lease, per task name + argument digest
+IDEMPOTENCY = PREFIX + "idempotency:"
+#: enqueue-side dedupe: dedupe key -> the id of the task queued for it
+DEDUPE = PREFIX + "dedupe:"
+#: cluster-wide rate limits: GCRA state per limit name, and per-task reservations
+RATE_LIMIT = PREFIX + "ratelimit:"
+
+
+def idempotency(task_name: str, digest: str) -> tuple[str, str]:
+    """Stored-result and lease keys of one idempotent call (one {hash tag}: one slot)."""
+    base = f"{IDEMPOTENCY}{{{task_name}:{digest}}}"
+    return f"{base}:result", f"{base}:lease"
+
+
+def dedupe(key: str) -> str:
+    return DEDUPE + key
+
+
+def rate_limit(name: str, task_id: str) -> tuple[str, str, str]:
+    """A limit's schedule and gate, and this task's reservation of a slot (one slot)."""
+    base = f"{RATE_LIMIT}{{{name}}}"
+    return f"{base}:schedule", f"{base}:gate", f"{base}:reserved:{task_id}"
+
+#: the running supervisor's latest status (JSON, expires when the supervisor stops)
+AUTOSCALE_STATUS = PREFIX + "autoscale:status"

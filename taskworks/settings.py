@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from celery.schedules import crontab
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -92,23 +100,45 @@ class WorkerGroup(_Strict):
 
     queues: list[str]
     pool: Literal["prefork", "threads", "solo"] = "prefork"
+    #: pool slots of each worker process of this group
     concurrency: int = Field(default=2, ge=1, le=256)
     prefetch_multiplier: int = Field(default=1, ge=1, le=1000)
+    #: the autoscaler keeps between min_workers and max_workers processes of this group
+    min_workers: int = Field(default=1, ge=0, le=256)
+    max_workers: int = Field(default=4, ge=1, le=256)
+    #: messages (waiting + reserved + running) one worker process is expected to hold;
+    #: above it the group scales up
+    target_backlog: int = Field(default=20, ge=1)
+    #: a queue of this group deeper than 2x this number triggers an emergency scale-up
+    queue_threshold: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _min_under_max(self) -> WorkerGroup:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers {self.min_workers} exceeds max_workers "
+                             f"{self.max_workers}")
+        return self
 
 
 DEFAULT_WORKER_GROUPS = {
     # short I/O-bound tasks: threads keep many in flight cheaply
     "general": WorkerGroup(queues=["default", "io_intensive", "scheduled"], pool="threads",
-                           concurrency=4, prefetch_multiplier=4),
+                           concurrency=4, prefetch_multiplier=4, max_workers=4,
+                           target_backlog=40),
     # long CPU-bound tasks: one process per core, prefetch 1 so a long task never hides others
-    "cpu": WorkerGroup(queues=["cpu_intensive"], pool="prefork", concurrency=2),
+    "cpu": WorkerGroup(queues=["cpu_intensive"], pool="prefork", concurrency=2, max_workers=2,
+                       target_backlog=4),
     # urgent tasks get a worker of their own so a backlog elsewhere never delays them
-    "priority": WorkerGroup(queues=["priority"], pool="solo", concurrency=1),
+    "priority": WorkerGroup(queues=["priority"], pool="solo", concurrency=1, max_workers=2,
+                            target_backlog=10),
 }
 
 
 class WorkerDefaults(_Strict):
     max_tasks_per_child: int = Field(default=1000, ge=1)
+    #: a prefork child whose resident memory passes this (kB) is replaced after its task;
+    #: also how a MemoryError's callback asks for its child to be recycled
+    max_memory_per_child: int = Field(default=4_000_000, ge=1)
     soft_time_limit: float = Field(default=1500, gt=0)
     time_limit: float = Field(default=1800, gt=0)
     default_priority: int = Field(default=5, ge=0, le=9)
@@ -193,6 +223,64 @@ class RetrySettings(_Strict):
     budget_per_minute: int | None = Field(default=None, ge=0)
 
 
+class BreakerSettings(_Strict):
+    """Defaults of circuit breakers used without a configuration of their own
+    (``@tw.task(breaker="name")``, ``tw.breakers.get(name)``, http_call's per-host ones)."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    reset_timeout: float = Field(default=30.0, gt=0)
+    #: a half-open probe holds its slot this long at most (a dead probe frees it then)
+    probe_timeout: float = Field(default=60.0, gt=0)
+
+
+class AutoscaleSettings(_Strict):
+    """The worker supervisor (scaling/): how often it looks, and the machine's limits."""
+
+    #: seconds between observations
+    interval: float = Field(default=2.0, gt=0)
+    #: seconds after a scale-up before the same group may scale up again (not emergencies)
+    scale_up_cooldown: float = Field(default=5.0, ge=0)
+    #: seconds a group must stay under its low-water backlog before one worker is removed
+    scale_down_after: float = Field(default=30.0, ge=0)
+    #: no scale-up while the machine's CPU use (percent) is at or above this
+    cpu_ceiling: float = Field(default=90.0, gt=0, le=100)
+    #: no scale-up while memory use (percent) is at or above this (the seed's 85 %)
+    memory_threshold: float = Field(default=85.0, gt=0, le=100)
+    #: worker processes of all groups together never exceed this (None: 4 per core)
+    max_total_workers: int | None = Field(default=None, ge=1)
+    #: seconds between restarts of a worker that keeps crashing, doubling up to the max
+    restart_backoff: float = Field(default=1.0, gt=0)
+    restart_backoff_max: float = Field(default=60.0, gt=0)
+
+
+class IdempotencySettings(_Strict):
+    """Idempotent tasks (``@tw.task(idempotent=True)``) and ``submit(dedupe_key=...)``."""
+
+    #: how long a stored result (and a dedupe key) is kept, unless the task sets its own
+    ttl_seconds: int = Field(default=86_400, ge=1)
+    #: the running lease: renewed every third of it while the task runs, so a killed
+    #: worker's lease lapses after at most this long
+    lease_seconds: float = Field(default=30, ge=0.3)
+    #: a duplicate arriving while the first runs re-checks after this many seconds
+    wait_interval: float = Field(default=0.5, gt=0)
+
+
+def _api_token_from_env() -> SecretStr | None:
+    # the documented short name; TASKWORKS_API__TOKEN (nested form) still wins over it
+    raw = os.environ.get("TASKWORKS_API_TOKEN")
+    return SecretStr(raw) if raw else None
+
+
+class ApiSettings(_Strict):
+    """The REST API and dashboard (``taskworks api``): loopback only unless a token is set."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=1, le=65535)
+    #: bearer token for /api/* and the dashboard's login; required to bind a
+    #: non-loopback address (env TASKWORKS_API_TOKEN). Never printed.
+    token: SecretStr | None = Field(default_factory=_api_token_from_env)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TASKWORKS_",
@@ -235,6 +323,13 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    #: named databases the ``taskworks.db_operation`` task may use (name -> SQLAlchemy URL);
+    #: without a name it runs against the taskworks store (``database_url``)
+    databases: dict[str, str] = Field(default_factory=dict)
+    autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -273,6 +368,16 @@ class Settings(BaseSettings):
                 ) from exc
             if url.get_backend_name() not in DATABASE_DRIVERS:
                 raise ValueError(f"expected a database of kind {' or '.join(DATABASE_DRIVERS)}")
+        return value
+
+    @field_validator("databases")
+    @classmethod
+    def _sql_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            try:
+                cls._sql_url(url)
+            except ValueError as exc:
+                raise ValueError(f"databases[{name!r}]: {exc}") from None
         return value
 
     @model_validator(mode="after")

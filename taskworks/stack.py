@@ -1,4 +1,4 @@
-"""The local stack behind ``taskworks up``: broker, migrations, worker groups, beat.
+"""The local stack behind ``taskworks up``: broker, autoscaled worker groups, beat.
 
 Children run in sessions of their own, so a Ctrl-C reaches only this process; it then
 asks every child for a warm shutdown (SIGTERM: finish the task in hand, then exit) and
@@ -13,15 +13,20 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
 from taskworks.broker.embedded import EmbeddedBroker, RunningServer
 from taskworks.errors import BrokerError
 from taskworks.logs import get_logger
+from taskworks.scaling.policy import Decision, Observations
+from taskworks.scaling.supervisor import Supervisor
 from taskworks.settings import Settings
 
 log = get_logger("taskworks.stack")
@@ -43,11 +48,6 @@ def require_broker(settings: Settings) -> None:
         )
 
 
-def worker_argv(group: str, hostname: str | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "taskworks", "worker", "--group", group]
-    return argv + (["--hostname", hostname] if hostname else [])
-
-
 @dataclass
 class Stack:
     settings: Settings
@@ -58,6 +58,12 @@ class Stack:
     started_broker: bool = False
     #: where children write their output; None: this terminal
     log_dir: Path | None = None
+    #: hooks for the supervisor's decisions and status (scaling/record.py)
+    on_change: Callable[[Decision, Observations], None] | None = None
+    on_status: Callable[[dict[str, Any]], None] | None = None
+    supervisor: Supervisor | None = None
+    _supervising: threading.Thread | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> RunningServer | None:
         server = None
@@ -68,11 +74,26 @@ class Stack:
         env = dict(os.environ)
         if self.app_spec:
             env["TASKWORKS_APP"] = self.app_spec
-        for group in self.settings.worker_groups:
-            self._spawn(f"worker:{group}", worker_argv(group, f"{group}@%h"), env)
+        # the workers of every group are the supervisor's: it starts each group at its
+        # minimum, then scales on the backlog (scaling/supervisor.py)
+        self.supervisor = Supervisor(self.settings, app_spec=self.app_spec,
+                                     log_dir=self.log_dir, on_change=self.on_change,
+                                     on_status=self.on_status)
+        self.supervisor.start()
+        self._supervising = threading.Thread(target=self._supervise, name="autoscale",
+                                             daemon=True)
+        self._supervising.start()
         if self.with_beat:
             self._spawn("beat", [sys.executable, "-m", "taskworks", "beat"], env)
         return server
+
+    def _supervise(self) -> None:
+        assert self.supervisor is not None
+        while not self._stopping.wait(self.settings.autoscale.interval):
+            try:
+                self.supervisor.tick()
+            except Exception as exc:  # the loop must outlive a bad tick (broker restart)
+                log.warning("autoscale tick failed", error=f"{type(exc).__name__}: {exc}")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         output = None
@@ -87,22 +108,32 @@ class Stack:
         log.info("started", process=name, pid=self.processes[name].pid)
 
     def wait_ready(self, app: Celery, timeout: float = 60.0) -> None:
-        """Wait until every worker group answers a ping."""
+        """Wait until every worker the supervisor started answers a ping."""
+        assert self.supervisor is not None
         host = socket.gethostname()
-        expected = {f"{group}@{host}" for group in self.settings.worker_groups}
+        expected = {slot.hostname.replace("%h", host) for slot in self.supervisor.slots}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             replies = app.control.ping(destination=sorted(expected), timeout=0.5) or []
             if expected <= {name for reply in replies for name in reply}:
                 return
             if self.exited():
-                raise BrokerError(f"a worker exited during start-up: {self.exited()}")
+                raise BrokerError(f"a process exited during start-up: {self.exited()}")
         raise BrokerError(f"workers not ready after {timeout}s: expected {sorted(expected)}")
 
     def exited(self) -> dict[str, int]:
-        return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+        found = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+        if self.supervisor is not None:
+            found.update({s.hostname: s.proc.returncode for s in self.supervisor.slots
+                          if not s.alive and not s.draining})
+        return found
 
     def stop(self, timeout: float = 60.0) -> None:
+        self._stopping.set()
+        if self._supervising is not None:
+            self._supervising.join(timeout)
+        if self.supervisor is not None:
+            self.supervisor.stop(timeout)
         for proc in self.processes.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

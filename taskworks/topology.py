@@ -111,6 +111,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "worker_prefetch_multiplier": 1,
         "worker_max_tasks_per_child": settings.worker.max_tasks_per_child,
+        "worker_max_memory_per_child": settings.worker.max_memory_per_child,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,

@@ -15,9 +15,14 @@ from typing import Annotated
 import typer
 
 from taskworks.cli import loader
+from taskworks.cli.api import api as api_command
+from taskworks.cli.autoscale import autoscale_cli
+from taskworks.cli.breaker import breaker_cli
 from taskworks.cli.common import AppOption, err, json_arg, out, settings
+from taskworks.cli.dataset import dataset_cli
 from taskworks.cli.dlq import dlq_cli
 from taskworks.cli.journal import journal_cli
+from taskworks.cli.workflow import workflow_cli
 from taskworks.errors import InvalidInput, TaskworksError
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Production background work "
@@ -26,6 +31,11 @@ db_cli = typer.Typer(no_args_is_help=True, help="The SQL store.")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(journal_cli, name="journal")
 cli.add_typer(dlq_cli, name="dlq")
+cli.add_typer(workflow_cli, name="workflow")
+cli.add_typer(breaker_cli, name="breaker")
+cli.add_typer(autoscale_cli, name="autoscale")
+cli.add_typer(dataset_cli, name="dataset")
+cli.command("api")(api_command)
 
 # the shared helpers under the names this module has always used
 _settings = settings
@@ -127,19 +137,22 @@ def up(
     app: AppOption = None,
     beat: Annotated[bool, typer.Option(help="also run the periodic scheduler")] = True,
 ) -> None:
-    """Run everything: embedded broker, migrations, a worker per group and beat."""
+    """Run everything: embedded broker, migrations, autoscaled worker groups and beat."""
+    from taskworks.cli.autoscale import recorder_for
     from taskworks.stack import Stack
-    from taskworks.store.engine import Store
     from taskworks.store.migrate import upgrade
 
     settings = _settings()
-    loader.load(app)  # fail here, not in every child, when the app cannot load
-    stack = Stack(settings, app_spec=app, with_beat=beat)
+    tw = loader.load(app)  # fail here, not in every child, when the app cannot load
+    upgrade(tw.store)
+    recorder = recorder_for(tw)
+    stack = Stack(settings, app_spec=app, with_beat=beat, on_change=recorder.record,
+                  on_status=recorder.publish)
     try:
         server = stack.start()
-        upgrade(Store(settings.effective_database_url))
         out.print(f"taskworks up: broker {server.url if server else settings.broker_url}; "
-                  f"workers {', '.join(settings.worker_groups)}; Ctrl-C stops everything")
+                  f"workers {', '.join(settings.worker_groups)} (autoscaled); "
+                  f"Ctrl-C stops everything")
         stack.wait_until_signalled()
     finally:
         out.print("stopping: waiting for tasks in flight to finish")
@@ -163,6 +176,22 @@ def submit(
     result = tw.submit(name, _json_arg("--args", args, list), _json_arg("--kwargs", kwargs, dict),
                        queue=queue, priority=priority, countdown=countdown)
     out.print(result.id)
+
+
+@cli.command("watch")
+def watch_task(
+    task_id: str,
+    timeout: Annotated[float | None, typer.Option(min=0, help="give up after seconds")] = None,
+    app: AppOption = None,
+) -> None:
+    """Show a task's progress bar until it ends, then print its result or error."""
+    from taskworks.cli.watch import watch
+
+    _settings()
+    tw = loader.load(app)
+    code = watch(tw.app, task_id, timeout=timeout, console=out)
+    if code:
+        raise typer.Exit(code)
 
 
 @cli.command()

@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from taskworks.notify.middleware import NotifyMiddleware
+from taskworks.resilience.breaker_middleware import BreakerMiddleware
+from taskworks.resilience.breaker_registry import Breakers
+from taskworks.resilience.idempotency import IdempotencyMiddleware
+from taskworks.resilience.ratelimit import RateLimitMiddleware
 from taskworks.runtime.dlq import DeadLetterMiddleware, DeadLetterStore
 from taskworks.runtime.journal import JournalMiddleware, JournalWriter
 from taskworks.runtime.middleware import Middleware, Runtime
@@ -40,4 +44,17 @@ def default_runtime(tw: Taskworks, extra: list[Middleware] | None = None) -> Run
         middlewares.append(JournalMiddleware(writer, settings.journal))
     middlewares.append(DeadLetterMiddleware(DeadLetterStore(tw.store)))
     middlewares.append(NotifyMiddleware(tw))
+    # an open breaker defers first, spending no rate token; a probe it admitted is given
+    # back (on_deferred) if the rate limit or idempotency then defers the task
+    middlewares.append(BreakerMiddleware(Breakers(settings.effective_broker_url,
+                                                  settings.breaker)))
+    # last, rate limit before idempotency: a deferral (over the limit) must come before
+    # a lease is taken, and nothing after idempotency may refuse a run it leased
+    middlewares.append(RateLimitMiddleware(settings.effective_broker_url,
+                                           horizon=min(60.0, settings.visibility_timeout / 4)))
+    idem = settings.idempotency
+    middlewares.append(IdempotencyMiddleware(
+        settings.effective_broker_url, ttl_seconds=idem.ttl_seconds,
+        lease_seconds=idem.lease_seconds, wait_interval=idem.wait_interval,
+        max_hold=settings.worker.time_limit))
     return Runtime([*middlewares, *(extra or [])])

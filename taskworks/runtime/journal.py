@@ -31,7 +31,9 @@ from taskworks.store.tables import JournalEntry
 
 log = get_logger("taskworks.journal")
 
-STATES = ("success", "failure", "retry", "revoked")
+#: "deferred": a middleware postponed the task (open breaker, rate limit) without
+#: spending a retry; exc_type/exc_message say why
+STATES = ("success", "failure", "retry", "revoked", "deferred")
 #: rows kept for a retry when the database refuses a batch, before the oldest are dropped
 MAX_PENDING = 100_000
 
@@ -150,6 +152,9 @@ class JournalMiddleware(Middleware):
 
     def on_revoked(self, ctx: TaskContext) -> None:
         self.record(ctx, "revoked")
+
+    def on_deferred(self, ctx: TaskContext) -> None:
+        self.record(ctx, "deferred")
 
     def on_worker_shutdown(self) -> None:
         self.writer.close()

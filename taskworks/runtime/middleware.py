@@ -9,6 +9,8 @@ Hooks, in order of a task's life (Dramatiq's middleware.py, adapted to Celery):
     on_retry(ctx)           the task will run again after ctx.retry_in seconds
     on_exhausted(ctx)       the task failed for good (ctx.exhausted_reason says why)
     on_revoked(ctx)         the task was revoked before or while running
+    on_deferred(ctx)        a before_task hook deferred the task (``defer``): it runs
+                            again later without spending a retry; ctx.exc says why
     on_worker_shutdown()    flush what is buffered
 
 Every middleware declares the task options it accepts (``options``); ``@tw.task`` refuses
@@ -28,6 +30,7 @@ from typing import Any, ClassVar
 
 from celery.exceptions import Ignore, Reject, Retry
 
+from taskworks.errors import TaskMemoryError
 from taskworks.logs import get_logger
 
 log = get_logger("taskworks.runtime")
@@ -61,6 +64,9 @@ class TaskContext:
     retry_in: float | None = None
     #: set in after_failure when the task will not run again: why
     exhausted_reason: str | None = None
+    #: set by a before_task hook that answers for the body (an idempotent task's stored
+    #: result, in ctx.result): the body and the remaining before_task hooks do not run
+    answered: bool = False
 
     def finish(self) -> None:
         self.finished_at = datetime.now(UTC)
@@ -82,7 +88,23 @@ class Middleware:
     def on_retry(self, ctx: TaskContext) -> None: ...
     def on_exhausted(self, ctx: TaskContext) -> None: ...
     def on_revoked(self, ctx: TaskContext) -> None: ...
+    def on_deferred(self, ctx: TaskContext) -> None: ...
     def on_worker_shutdown(self) -> None: ...
+
+
+def defer(task: Any, countdown: float, reason: BaseException | None = None) -> Retry:
+    """Re-send the running task to run after ``countdown`` seconds WITHOUT spending a retry
+    (a rate limit, a duplicate still running, an open breaker): raise what this returns
+    from before_task. ``reason`` (e.g. BreakerOpen) is what the journal and RETRY show."""
+    request = task.request
+    retries = request.retries or 0
+    request.retries = retries - 1  # Task.retry sends retries + 1: the count stays as it was
+    try:
+        deferral: Retry = task.retry(exc=reason, countdown=countdown, max_retries=None,
+                                     throw=False)
+    finally:
+        request.retries = retries
+    return deferral
 
 
 class Runtime:
@@ -129,17 +151,32 @@ class Runtime:
     def execute(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                 body: Callable[..., Any]) -> Any:
         ctx = self.context(task, args, kwargs)
+        in_body = False
         try:
             for middleware in self.middlewares:
                 middleware.before_task(ctx)
-            ctx.result = body(*args, **kwargs)
-        except (Retry, Ignore, Reject):
+                if ctx.answered:
+                    break
+            if not ctx.answered:
+                in_body = True
+                ctx.result = body(*args, **kwargs)
+        except Retry as retry:
+            if not in_body:  # a before_task hook deferred the task (see defer)
+                self._deferred(ctx, retry)
+            raise
+        except (Ignore, Reject):
             raise  # the task steered Celery itself
         except Exception as exc:
             self._fail(ctx, exc)
         ctx.finish()
         self._each("after_success", ctx)
         return ctx.result
+
+    def _deferred(self, ctx: TaskContext, retry: Retry) -> None:
+        # hooks that acted in before_task (a breaker's probe, a lock) undo it here
+        ctx.exc = retry.exc if isinstance(retry.exc, BaseException) else None
+        ctx.finish()
+        self._each("on_deferred", ctx)
 
     def _fail(self, ctx: TaskContext, exc: Exception) -> None:
         ctx.exc = exc
@@ -152,6 +189,8 @@ class Runtime:
             raise ctx.task.retry(exc=exc, countdown=ctx.retry_in, max_retries=None)
         ctx.exhausted_reason = ctx.exhausted_reason or "failed"
         self._each("on_exhausted", ctx)
+        if isinstance(exc, MemoryError):
+            raise TaskMemoryError(str(exc) or "MemoryError") from exc
         raise exc
 
     def revoked(self, ctx: TaskContext) -> None:

@@ -157,6 +157,11 @@ class RetryMiddleware(Middleware):
             ctx.exhausted_reason = "retry_budget"
         else:
             ctx.retry_in = policy.delay(ctx.attempt - 1)
+            # a server that said when to come back (HTTP Retry-After, a breaker's
+            # retry_after) is believed, within the policy's max_delay
+            hint = getattr(ctx.exc, "retry_after", None)
+            if isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0:
+                ctx.retry_in = max(ctx.retry_in, min(float(hint), policy.max_delay))
 
     def _within_budget(self, ctx: TaskContext) -> bool:
         budget = ctx.options.get("retry_budget", self.default_budget)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import sys
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -133,9 +134,28 @@ class SeverityMiddleware(Middleware):
         self.callbacks.run(ctx.exc, ctx)
 
 
+def request_recycle() -> bool:
+    """Have the prefork pool replace this child process once its current task is done.
+
+    Billiard checks a child's memory after every task and retires the child (exit code
+    EX_RECYCLE, the pool starts a fresh one) when it passes
+    ``worker_max_memory_per_child``; making that check report "over the limit" in this
+    child only is the one way to recycle it without killing the task or losing its
+    result. Returns False outside a prefork child (solo and threads workers have no
+    child to replace).
+    """
+    from billiard import pool
+    from billiard.process import current_process
+
+    if not current_process().name.startswith("ForkPoolWorker"):
+        return False
+    pool.mem_rss = lambda: sys.maxsize
+    return True
+
+
 def default_callbacks(tw: Taskworks) -> ErrorCallbacks:
     """The seed's callbacks: a database error resets this process's pool; a MemoryError
-    collects garbage."""
+    collects garbage and has the child process recycled after the task."""
     callbacks = ErrorCallbacks()
 
     def reset_database_pool(exc: BaseException, ctx: TaskContext) -> None:
@@ -144,7 +164,9 @@ def default_callbacks(tw: Taskworks) -> ErrorCallbacks:
 
     def collect_garbage(exc: BaseException, ctx: TaskContext) -> None:
         freed = gc.collect()
-        log.warning("garbage collected after MemoryError", task=ctx.name, objects=freed)
+        recycled = request_recycle()
+        log.warning("garbage collected after MemoryError", task=ctx.name, objects=freed,
+                    child_recycled_after_task=recycled)
 
     for db_error in _database_errors():
         callbacks.register(db_error, reset_database_pool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -107,3 +107,106 @@ class Notification(Base):
     subject: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkflowDefinition(Base):
+    """One version of a workflow definition, as registered (JSON of Workflow.to_dict)."""
+
+    __tablename__ = "workflow_definitions"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    definition: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkflowRun(Base):
+    """One run of a workflow; ``remaining`` counts its steps not yet in a final state."""
+
+    __tablename__ = "workflow_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(255), index=True)
+    version: Mapped[int]
+    input: Mapped[Any] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    remaining: Mapped[int]
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_step: Mapped[str | None] = mapped_column(String(128))
+    resumes: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    deadline: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class WorkflowStepRun(Base):
+    """The state of one step of one run. ``waiting`` counts dependencies not yet done;
+    ``token`` names the one message allowed to run it (the Celery task id derives from
+    it); ``attempt`` counts resumes, ``tries`` executions (retries and redeliveries)."""
+
+    __tablename__ = "workflow_steps"
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    waiting: Mapped[int]
+    attempt: Mapped[int] = mapped_column(default=1)
+    tries: Mapped[int] = mapped_column(default=0)
+    token: Mapped[str | None] = mapped_column(String(36))
+    task_id: Mapped[str | None] = mapped_column(String(200))
+    dispatched: Mapped[bool] = mapped_column(default=False)
+    skip_reason: Mapped[str | None] = mapped_column(String(32))
+    queued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScalingDecision(Base):
+    """One change the autoscaler made to a worker group, with what it saw and why."""
+
+    __tablename__ = "scaling_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    decided_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    group: Mapped[str] = mapped_column(String(128), index=True)
+    previous: Mapped[int]
+    desired: Mapped[int]
+    backlog: Mapped[int]
+    reason: Mapped[str] = mapped_column(Text)
+    cpu_percent: Mapped[float] = mapped_column(Float)
+    memory_percent: Mapped[float] = mapped_column(Float)
+    #: every group's backlog per queue and live workers at the moment of the decision
+    observations: Mapped[dict[str, Any]]
+
+
+class Dataset(Base):
+    """A dataset for map-reduce jobs; its items are rows of ``dataset_items``.
+
+    ``state`` is ``ready``, or ``building`` while a job writes its output into it."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[str] = mapped_column(String(16))  # csv, jsonl, table, query, job
+    origin: Mapped[str | None] = mapped_column(Text)  # the file, table, query or job
+    state: Mapped[str] = mapped_column(String(16), default="ready")
+    row_count: Mapped[int] = mapped_column(default=0)
+    columns: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetItem(Base):
+    """One item of a dataset; ``item_index`` is dense, 0..row_count-1, the key partitions
+    are cut on."""
+
+    __tablename__ = "dataset_items"
+
+    dataset_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    item_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[Any] = mapped_column(JSON)

@@ -22,6 +22,7 @@ from taskworks.logs import get_logger
 from taskworks.notify import task as notify_task
 from taskworks.runtime.journal import enforce_retention
 from taskworks.store.tables import HealthCheck, Report
+from taskworks.tasks import db_operation, http_call
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
@@ -128,6 +129,8 @@ def daily_report(tw: Taskworks, day: str | None = None) -> dict[str, Any]:
 def register(tw: Taskworks) -> None:
     """Declare the built-in tasks on ``tw``'s app."""
     notify_task.register(tw)
+    http_call.register(tw)
+    db_operation.register(tw)
 
     def queue(preferred: str) -> str:
         # a topology without the seed's queues still gets working built-ins
@@ -154,3 +157,7 @@ def register(tw: Taskworks) -> None:
             "label": label, "queue": info.get("routing_key"), "hostname": self.request.hostname,
             "host": socket.gethostname(), "pid": os.getpid(),
         }
+
+    from taskworks.workflows import tasks as workflow_tasks  # the step wrapper and the sweep
+
+    workflow_tasks.register(tw)

@@ -10,10 +10,13 @@ from typing import Any
 
 import redis
 
+from examples import patterns
 from taskworks import Taskworks
+from taskworks.errors import HttpUnavailable
 from taskworks.runtime.retry import RetryPolicy
 
 tw = Taskworks()
+patterns.register(tw)  # the seed's task patterns, tested in tests/examples/
 
 
 def _redis() -> redis.Redis:
@@ -133,3 +136,88 @@ def critical(message: str) -> None:
 @tw.on_error(KeyError)
 def _broken_callback(exc: BaseException, ctx: Any) -> None:
     raise RuntimeError("this callback is broken on purpose")
+
+
+# -- resilience: idempotent tasks and cluster-wide rate limits -------------------------
+def _idem_body(key: str, seconds: float = 0.0) -> dict[str, Any]:
+    """Count executions of one call; sleep so that duplicates arrive while it runs."""
+    client = _redis()
+    run = int(client.incr(f"{key}:runs"))
+    client.set(f"{key}:pid:{run}", os.getpid())
+    time.sleep(seconds)
+    client.incr(f"{key}:done")
+    return {"key": key, "run": run, "pid": os.getpid()}
+
+
+idem_work = tw.task(name="tests.idem_work", idempotent=True)(_idem_body)
+idem_drop = tw.task(name="tests.idem_drop", idempotent=True, on_duplicate="drop")(_idem_body)
+
+
+@tw.task(name="tests.idem_by_order",
+         idempotency_key=lambda args, kwargs: f"order-{kwargs['order_id']}")
+def idem_by_order(order_id: int, note: str = "") -> dict[str, Any]:
+    """Keyed by the order id alone: a different note is still the same call."""
+    run = int(_redis().incr(f"order:{order_id}:runs"))
+    return {"order_id": order_id, "note": note, "run": run}
+
+
+@tw.task(name="tests.idem_fails_once", idempotent=True,
+         retry_policy=RetryPolicy(max_retries=2, base_delay=0.05, jitter=False))
+def idem_fails_once(key: str) -> int:
+    """A failure stores nothing: the retry runs, then the success is stored."""
+    run = int(_redis().incr(f"{key}:runs"))
+    if run == 1:
+        raise ConnectionError("first run fails")
+    return run
+
+
+def _admit(key: str) -> float:
+    """Record the admission time of a rate-limited task (its body runs when admitted)."""
+    now = time.time()
+    _redis().rpush(f"{key}:admitted", repr(now))
+    return now
+
+
+limited = tw.task(name="tests.limited", rate_limit="50/s")(_admit)
+tw.rate_limits.define("tests-shared-api", "10/s")
+shared_a = tw.task(name="tests.shared_a", rate_limit_name="tests-shared-api")(_admit)
+shared_b = tw.task(name="tests.shared_b", rate_limit_name="tests-shared-api")(_admit)
+
+
+# -- circuit breakers ------------------------------------------------------------------
+tw.breakers.register("tests.guarded", failure_threshold=2, reset_timeout=1.0,
+                     count=(ConnectionError,))
+# long enough to outlive a worker restart
+tw.breakers.register("tests.guarded_long", failure_threshold=2, reset_timeout=5.0,
+                     count=(ConnectionError,))
+
+
+def _guarded(key: str) -> int:
+    """Fails while the Redis key ``<key>:fail`` exists; counts every run of the body."""
+    run = int(_redis().incr(f"{key}:runs"))
+    if _redis().exists(f"{key}:fail"):
+        raise ConnectionError(f"{key} is down")
+    return run
+
+
+GUARDED = {name: tw.task(name=name, breaker=name, retry_policy=RetryPolicy(max_retries=0))(
+    _guarded) for name in ("tests.guarded", "tests.guarded_long")}
+
+
+from tests.apps import workflow_steps  # noqa: E402  (the workflow tests' step tasks)
+
+workflow_steps.register(tw)
+
+# taskworks.http_call against the tests' local servers: quick retries, a quick host breaker
+tw.retry_policies.register("taskworks.http_call", RetryPolicy(
+    max_retries=2, base_delay=0.05, jitter=False, retry_on=(HttpUnavailable,)))
+tw.breakers.register_family("http:127.0.0.1:", failure_threshold=3, reset_timeout=1.0,
+                            count=(HttpUnavailable,))
+
+
+@tw.task(name="tests.memory_hog", retry_policy=RetryPolicy(max_retries=0))
+def memory_hog(fail: bool) -> int:
+    """The pid of the process that ran it; raises MemoryError when asked."""
+    if fail:
+        raise MemoryError("pretend the heap is full")
+    return os.getpid()

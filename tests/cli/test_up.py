@@ -38,7 +38,9 @@ def test_up_serves_every_group_and_ctrl_c_stops_everything(tmp_path: Path) -> No
         # one task per worker group, each on a queue only that group consumes
         results = {q: tw.submit("taskworks.diagnostics.where", [q], queue=q)
                    for q in ("default", "cpu_intensive", "priority")}
-        hosts = {q: r.get(timeout=60)["hostname"].split("@")[0] for q, r in results.items()}
+        # supervised workers are named <group>-<n>@<host>
+        hosts = {q: r.get(timeout=60)["hostname"].split("@")[0].rsplit("-", 1)[0]
+                 for q, r in results.items()}
         assert hosts == {"default": "general", "cpu_intensive": "cpu", "priority": "priority"}
         assert (tmp_path / "taskworks.db").exists()  # migrations ran
 

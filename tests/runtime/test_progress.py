@@ -216,3 +216,20 @@ def test_watch_bar_follows_the_steps_on_a_terminal(
     # the live bar was redrawn with the task's own status while it ran
     assert any(f"step {k}" in done.stdout for k in (1, 2, 3)), done.stdout
     assert "100.0%" in done.stdout
+
+
+def test_taskworks_watch_command(tw: Any, start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker()
+    task = tw.submit("tests.stepper", [2, 0.1])
+    done = subprocess.run(
+        [sys.executable, "-m", "taskworks", "watch", task.id, "--timeout", "60", "--app",
+         "tests.apps.sample:tw"], cwd=ROOT, env=os.environ, capture_output=True, text=True,
+        timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout.split("result:", 1)[1]) == {"steps": 2}
+    unknown = subprocess.run(
+        [sys.executable, "-m", "taskworks", "watch", str(uuid.uuid4()), "--timeout", "0.3",
+         "--app", "tests.apps.sample:tw"], cwd=ROOT, env=os.environ, capture_output=True,
+        text=True, timeout=60)
+    assert unknown.returncode == 1
+    assert "still PENDING" in unknown.stdout

@@ -12,7 +12,7 @@ from billiard.exceptions import WorkerLostError
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from taskworks.errors import InvalidInput
+from taskworks.errors import InvalidInput, TaskMemoryError
 from taskworks.runtime.middleware import TaskContext
 from taskworks.runtime.severity import ErrorCallbacks, Severity, SeverityRules
 from tests.support.workers import WorkerProcess
@@ -98,3 +98,16 @@ def test_task_override_and_broken_callback_with_a_real_worker(
     rows = {r.task_id: r for r in journal_rows(2)}
     assert rows[critical.id].severity == "critical"  # ValueError alone would be low
     assert (rows[keyed.id].exc_type, rows[keyed.id].severity) == ("KeyError", "low")
+
+
+def test_memory_error_recycles_the_prefork_child_after_the_task(
+        tw: Any, store: Any, start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker(pool="prefork", concurrency=1)
+    first = tw.submit("tests.memory_hog", [False]).get(timeout=30)
+    assert tw.submit("tests.memory_hog", [False]).get(timeout=30) == first  # same child
+    failed = tw.submit("tests.memory_hog", [True])
+    failed.get(timeout=30, propagate=False)
+    assert failed.state == "FAILURE"
+    assert isinstance(failed.result, TaskMemoryError)  # not the whole worker lost
+    after = tw.submit("tests.memory_hog", [False]).get(timeout=30)
+    assert after != first  # the pool replaced the child once the failed task was done

@@ -1,0 +1,49 @@
+"""Run the scenarios against one embedded Valkey and write the report."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from bench.core import SCENARIOS, BenchEnv, Figure, Sizes
+
+
+def run(sizes: Sizes, size_name: str, out: Path, only: list[str] | None = None) -> Path:
+    env = BenchEnv()
+    # the side modules (Dramatiq's broker) and worker processes read the URL from here
+    os.environ["BENCH_BROKER_URL"] = env.url
+    from bench import machine, report
+    from bench.scenarios import load_all
+
+    load_all()
+    unknown = sorted(set(only or ()) - set(SCENARIOS))
+    if unknown:
+        env.close()
+        raise SystemExit(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
+    chosen = [s for name, s in SCENARIOS.items() if not only or name in only]
+    began = time.monotonic()
+    figures: list[Figure] = []
+    try:
+        valkey = str(env.redis.info("server").get("valkey_version")
+                     or env.redis.info("server").get("redis_version"))
+        described = machine.describe(valkey)
+        for scenario in chosen:
+            print(f"[bench] {scenario.name} ...", flush=True)
+            t0 = time.monotonic()
+            found = scenario.run(env, sizes)
+            figures += found
+            for figure in found:
+                summary = ", ".join(f"{k}={figure.median(k):.3g}" for k in figure.samples)
+                print(f"[bench]   {figure.side}: {summary}", flush=True)
+            print(f"[bench] {scenario.name} done in {time.monotonic() - t0:.0f} s", flush=True)
+    finally:
+        env.close()
+    out.mkdir(parents=True, exist_ok=True)
+    elapsed = time.monotonic() - began
+    md = out / "latest.md"
+    md.write_text(report.markdown(chosen, figures, described, sizes, size_name, elapsed))
+    report.chart(chosen, figures, out / "latest.png")
+    (out / "latest.raw.json").write_text(report.raw(figures, described, sizes))
+    print(f"[bench] wrote {md}", flush=True)
+    return md

@@ -1,0 +1,63 @@
+"""Drain: a backlog of no-op tasks, workers warm and idle, timed until every task is done.
+
+The backlog is published through each side's own client into a staging database, then
+moved into the workers' database in one transaction: the clock starts when the whole
+backlog appears, not while it trickles in, and worker start-up is not timed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.core import (
+    BenchEnv,
+    Column,
+    Figure,
+    Ratio,
+    Scenario,
+    Sizes,
+    register,
+)
+from bench.procs import Workers
+from bench.scenarios._common import drain_once, drain_sides, with_workers
+
+
+def run(env: BenchEnv, sizes: Sizes) -> list[Figure]:
+    figures = []
+    for side in drain_sides():
+        def body(workers: Workers, side: Any = side) -> Figure:
+            drain_once(env, side, workers, sizes.warmup_tasks)  # warm-up, and readiness
+            figure = Figure("drain", side.name)
+            n = sizes.drain_tasks
+            for _ in range(sizes.runs):
+                m = drain_once(env, side, workers, n)
+                figure.add(rate=n / m["wall"], wall=m["wall"], cpu_per_1k=m["cpu"] / n * 1000,
+                           broker_cpu_per_1k=m["broker_cpu"] / n * 1000,
+                           commands_per_task=m["commands"] / n)
+            return figure
+
+        figures.append(with_workers(env, side, body))
+    return figures
+
+
+register(Scenario(
+    name="drain",
+    title="Drain a backlog of no-op tasks",
+    measures="Tasks per second from the moment the whole backlog appears until every task "
+             "has run, with 2 worker processes per side (prefork -c 2, dramatiq -p 2, "
+             "2 RQ workers, 2 bare loops).",
+    columns=[Column("rate", "tasks/s"), Column("wall", "wall s", "{:.2f}"),
+             Column("cpu_per_1k", "worker CPU s / 1k tasks", "{:.3f}"),
+             Column("broker_cpu_per_1k", "Valkey CPU s / 1k tasks", "{:.3f}"),
+             Column("commands_per_task", "Redis commands / task", "{:.1f}")],
+    ratios=[
+        Ratio("taskworks / taskworks off (issue 3)", "drain", "rate", "taskworks",
+              "taskworks off", 0.9),
+        Ratio("taskworks / Celery defaults", "drain", "rate", "taskworks", "Celery defaults",
+              1.5),
+        Ratio("taskworks / Dramatiq", "drain", "rate", "taskworks", "Dramatiq", 1.0),
+    ],
+    run=run,
+    chart_metric="rate",
+    chart_label="drain: tasks/s (higher is better)",
+))

@@ -1,0 +1,61 @@
+"""``create_app(tw)``: the FastAPI application: REST API, dashboard, /metrics, /docs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import redis
+from fastapi import APIRouter, Depends, FastAPI
+
+from taskworks.api import errors
+from taskworks.api.auth import loopback_only, require_token
+from taskworks.api.context import ApiContext
+from taskworks.api.routes import (
+    autoscale,
+    breakers,
+    dlq,
+    health,
+    journal,
+    metrics,
+    queues,
+    tasks,
+    workers,
+    workflows,
+)
+from taskworks.monitoring.metrics import registry_for
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+#: every router behind the token. Map-reduce (/api/datasets, /api/jobs) is one module
+#: more here once taskworks.mapreduce exists.
+ROUTERS: tuple[APIRouter, ...] = (
+    tasks.router, journal.router, dlq.router, queues.router, workers.router,
+    autoscale.router, breakers.router, workflows.router, metrics.router,
+)
+
+
+def create_app(tw: Taskworks, token: str | None = None, *, dashboard: bool = True) -> FastAPI:
+    """The API for ``tw``. ``token`` defaults to ``tw.settings.api.token``; without one
+    nothing is authenticated, so the server must bind loopback only (server.py)."""
+    if token is None and tw.settings.api.token is not None:
+        token = tw.settings.api.token.get_secret_value()
+    app = FastAPI(
+        title="taskworks", version="0.1.0",
+        description="Control plane of taskworks: tasks, journal, dead letters, queues, "
+                    "workers, breakers, workflows, autoscaling.",
+    )
+    client = redis.Redis.from_url(tw.settings.effective_broker_url, socket_timeout=5,
+                                  socket_connect_timeout=5)
+    app.state.context = ApiContext(tw=tw, token=token or None, client=client)
+    app.state.metrics = registry_for(tw, client)
+    errors.install(app)
+    app.middleware("http")(loopback_only(token or None))
+    app.include_router(health.router)  # open: probes carry no token
+    for router in ROUTERS:
+        app.include_router(router, dependencies=[Depends(require_token)])
+    if dashboard:
+        from taskworks.web.pages import mount
+
+        mount(app)
+    return app

@@ -1,0 +1,63 @@
+"""Errors as HTTP: bad input is a 422 naming the field, an unknown id a 404, never a 500.
+
+taskworks raises ``InvalidInput(field, value, expected)`` for bad input; the handler turns
+it into the same shape FastAPI uses for its own validation errors, with ``field``,
+``value`` and ``expected`` added, so a client handles one format.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from taskworks.errors import InvalidInput, WorkflowInvalid
+
+
+class NotFound(HTTPException):
+    def __init__(self, what: str, value: object) -> None:
+        super().__init__(status.HTTP_404_NOT_FOUND, f"no {what} {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    """The value if it is JSON, else its repr: an error body must always serialise."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def invalid_input_body(exc: InvalidInput) -> dict[str, Any]:
+    entry = {"type": "invalid_input", "loc": [exc.field], "field": exc.field,
+             "value": _plain(exc.value), "expected": exc.expected, "msg": str(exc)}
+    if isinstance(exc, WorkflowInvalid):
+        entry["errors"] = exc.errors  # every problem of the definition, each located
+    return {"detail": [entry]}
+
+
+async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidInput)
+    return JSONResponse(invalid_input_body(exc), status_code=422)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ())]
+        # "body"/"query"/"path" say where; the field is what follows
+        field = ".".join(loc[1:]) if len(loc) > 1 else ".".join(loc)
+        entry = {k: v for k, v in error.items() if k in ("type", "loc", "msg", "input")}
+        detail.append({**entry, "field": field or "body"})
+    return JSONResponse(jsonable_encoder({"detail": detail}, custom_encoder={
+        bytes: lambda b: b.decode("utf-8", "replace")}), status_code=422)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(RequestValidationError, _validation)

@@ -1,0 +1,273 @@
+"""Request and response bodies (pydantic): the OpenAPI schema at /docs is built from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: a year: further than any visibility timeout; also keeps Celery's eta arithmetic finite
+MAX_COUNTDOWN = 365 * 86_400.0
+#: what a task id or run id in a path may hold
+ID_PATTERN = r"^[A-Za-z0-9._:@\-]{1,200}$"
+#: a breaker name (resilience/breaker.py check_name)
+BREAKER_PATTERN = r"^[A-Za-z0-9._:@/\-]{1,200}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- tasks ---------------------------------------------------------------------------
+class TaskSubmit(Strict):
+    name: str = Field(min_length=1, max_length=255, description="a registered task name")
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(default=None, max_length=128)
+    priority: int | None = Field(default=None, ge=0, le=9, description="9 the most urgent")
+    countdown: float | None = Field(default=None, ge=0, le=MAX_COUNTDOWN)
+
+
+class TaskSubmitted(BaseModel):
+    id: str
+    name: str
+    queue: str
+
+
+class Attempt(BaseModel):
+    attempt: int
+    state: str
+    hostname: str | None
+    started_at: datetime | None
+    finished_at: datetime
+    duration_ms: float | None
+    exc_type: str | None
+    exc_message: str | None
+
+
+class TaskProgress(BaseModel):
+    id: str
+    state: str
+    current: float | None
+    total: float | None
+    percent: float
+    status: str
+
+
+class TaskResult(BaseModel):
+    id: str
+    state: str
+    ready: bool
+    result: Any = None
+    error: str | None = None
+
+
+class TaskStatus(TaskResult):
+    name: str | None
+    progress: TaskProgress
+    attempts: list[Attempt]
+
+
+class Revoke(Strict):
+    terminate: bool = Field(default=False, description="also kill it if it is running")
+
+
+class Revoked(BaseModel):
+    id: str
+    revoked: bool
+    terminate: bool
+
+
+# -- journal and dead letters -----------------------------------------------------------
+class JournalItem(BaseModel):
+    id: int
+    task_id: str
+    name: str
+    queue: str | None
+    state: str
+    attempt: int
+    args: Any
+    kwargs: Any
+    result: str | None
+    exc_type: str | None
+    exc_message: str | None
+    traceback: str | None
+    severity: str | None
+    hostname: str | None
+    pid: int | None
+    started_at: datetime | None
+    finished_at: datetime
+    duration_ms: float | None
+
+
+class JournalStats(BaseModel):
+    window: int
+    #: attempts by journal state
+    counts: dict[str, int]
+    #: tasks ended (success or failure) per second
+    throughput: float
+    #: failures / (successes + failures)
+    failure_rate: float
+
+
+class DeadLetterItem(BaseModel):
+    id: int
+    task_id: str
+    name: str
+    queue: str | None
+    args: Any
+    kwargs: Any
+    exc_type: str | None
+    exc_message: str | None
+    traceback: str | None
+    severity: str | None
+    attempts: int
+    reason: str
+    failed_at: datetime
+    replay_count: int
+    replayed_at: datetime | None
+    replay_task_id: str | None
+
+
+class DeadLetterFilters(Strict):
+    task: str | None = Field(default=None, max_length=255)
+    exception: str | None = Field(default=None, max_length=255)
+    since: str | None = Field(default=None, max_length=32, description="e.g. 30m, 1h, 7d")
+
+
+class Replay(Strict):
+    ids: list[int] = Field(default_factory=list, max_length=1000,
+                           description="dead letters to replay")
+    all: bool = Field(default=False, description="every letter matching the filters instead")
+    filters: DeadLetterFilters = Field(default_factory=DeadLetterFilters)
+
+
+class Replayed(BaseModel):
+    #: dead letter id -> the new task id
+    replayed: dict[int, str]
+
+
+class Purged(BaseModel):
+    deleted: int
+
+
+# -- queues, workers, health, autoscale --------------------------------------------------
+class QueueInfo(BaseModel):
+    name: str
+    waiting: int
+    unacked: int
+    backlog: int
+
+
+class WorkerInfo(BaseModel):
+    hostname: str
+    active: int
+    processed: int
+    pool: dict[str, Any]
+    active_tasks: list[dict[str, Any]]
+
+
+class Workers(BaseModel):
+    workers: list[WorkerInfo]
+    timeout: float
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    broker: bool
+    store: bool
+    errors: dict[str, str]
+
+
+class Autoscale(BaseModel):
+    running: bool
+    status: dict[str, Any] | None
+    decisions: list[dict[str, Any]]
+
+
+class GroupReplicas(BaseModel):
+    desired: int
+    backlog: int
+    queues: dict[str, int]
+    emergency: bool
+    min: int
+    max: int
+
+
+# -- breakers --------------------------------------------------------------------------
+class Breaker(BaseModel):
+    name: str
+    state: str
+    failures: int
+    successes: int
+    failures_total: int
+    retry_after: float
+    probe_in_flight: bool
+    changed_at: str | None
+    last_transition: str | None
+    last_reason: str | None
+    last_error: str | None
+    transitions: int
+    failure_threshold: int | None
+    reset_timeout: float | None
+    recent: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class BreakerReset(Strict):
+    reason: str = Field(default="reset from the API", min_length=1, max_length=500)
+
+
+# -- workflows -------------------------------------------------------------------------
+class WorkflowSummary(BaseModel):
+    name: str
+    version: int
+    created_at: datetime
+
+
+class WorkflowDefinition(BaseModel):
+    name: str
+    version: int
+    description: str
+    steps: list[dict[str, Any]]
+
+
+class RunStart(Strict):
+    input: Any = None
+    version: int | None = Field(default=None, ge=1)
+
+
+class RunCancel(Strict):
+    terminate: bool = False
+
+
+class StepItem(BaseModel):
+    name: str
+    task: str | None
+    depends_on: list[str]
+    state: str
+    attempt: int
+    tries: int
+    task_id: str | None
+    skip_reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    error: str | None
+
+
+class RunItem(BaseModel):
+    id: str
+    workflow: str
+    version: int
+    state: str
+    error: str | None
+    failed_step: str | None
+    resumes: int
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class RunDetail(RunItem):
+    input: Any
+    steps: list[StepItem]

@@ -1,0 +1,94 @@
+"""/api/dlq: the dead-letter store: list, show, replay, purge."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import delete
+
+from taskworks.api.context import Ctx
+from taskworks.api.errors import NotFound
+from taskworks.api.models import DeadLetterItem, Purged, Replay, Replayed
+from taskworks.api.routes.journal import since_of
+from taskworks.errors import InvalidInput
+from taskworks.runtime.dlq import DeadLetterFilter
+from taskworks.store.tables import DeadLetter
+
+router = APIRouter(prefix="/api/dlq", tags=["dead letters"])
+
+TaskQ = Annotated[str | None, Query(max_length=255, description="task name")]
+ExcQ = Annotated[str | None, Query(max_length=255, description="exception type name")]
+SinceQ = Annotated[str | None, Query(max_length=32, description="failed within, e.g. 1h")]
+LetterId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def _filter(task: str | None, exception: str | None, since: str | None) -> DeadLetterFilter:
+    return DeadLetterFilter(task=task or None, exc_type=exception or None,
+                            since=since_of(since))
+
+
+def item(row: object) -> DeadLetterItem:
+    return DeadLetterItem.model_validate(row, from_attributes=True)
+
+
+@router.get("", response_model=list[DeadLetterItem])
+def dlq_list(ctx: Ctx, task: TaskQ = None, exception: ExcQ = None, since: SinceQ = None,
+             limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterItem]:
+    """Dead letters, newest first."""
+    return [item(r) for r in ctx.tw.dead_letters.find(_filter(task, exception, since), limit)]
+
+
+@router.get("/{letter_id}", response_model=DeadLetterItem)
+def dlq_show(letter_id: LetterId, ctx: Ctx) -> DeadLetterItem:
+    try:
+        return item(ctx.tw.dead_letters.get(letter_id))
+    except InvalidInput:
+        raise NotFound("dead letter", letter_id) from None
+
+
+@router.post("/replay", response_model=Replayed)
+def dlq_replay(body: Replay, ctx: Ctx) -> Replayed:
+    """Submit dead letters again: by ``ids``, or ``all`` matching ``filters``."""
+    letters = ctx.tw.dead_letters
+    if body.ids and body.all:
+        raise InvalidInput("all", True, "either ids or all, not both")
+    if body.ids:
+        for letter_id in body.ids:  # every id checked before anything is sent
+            try:
+                letters.get(letter_id)
+            except InvalidInput:
+                raise NotFound("dead letter", letter_id) from None
+        replayed = letters.replay(ctx.tw, body.ids)
+    elif body.all:
+        f = body.filters
+        replayed = letters.replay_matching(ctx.tw, _filter(f.task, f.exception, f.since))
+    else:
+        raise InvalidInput("ids", [], "one or more dead letter ids, or all: true")
+    for new_id in replayed.values():
+        ctx.remember(new_id)
+    return Replayed(replayed=replayed)
+
+
+@router.post("/{letter_id}/replay", response_model=Replayed)
+def dlq_replay_one(letter_id: LetterId, ctx: Ctx) -> Replayed:
+    return dlq_replay(Replay(ids=[letter_id]), ctx)
+
+
+@router.delete("", response_model=Purged)
+def dlq_purge(ctx: Ctx, task: TaskQ = None, exception: ExcQ = None, since: SinceQ = None,
+              all: Annotated[bool, Query(description="required to purge without filters")
+                             ] = False) -> Purged:
+    """Delete the dead letters matching the filters (every one with ``all=true``)."""
+    if not (task or exception or since) and not all:
+        raise InvalidInput("all", all, "true to delete every dead letter, or a filter")
+    return Purged(deleted=ctx.tw.dead_letters.purge(_filter(task, exception, since)))
+
+
+@router.delete("/{letter_id}", response_model=Purged)
+def dlq_delete(letter_id: LetterId, ctx: Ctx) -> Purged:
+    """Delete one dead letter."""
+    dlq_show(letter_id, ctx)
+    with ctx.tw.store.session() as session:
+        session.execute(delete(DeadLetter).where(DeadLetter.id == letter_id))
+    return Purged(deleted=1)

@@ -1,0 +1,428 @@
+"""Datasets: named, ordered collections of JSON items in the SQL store.
+
+Every dataset is materialised in ``dataset_items`` with a dense ``item_index``
+(0..row_count-1), whatever its source, so a partition is a plain half-open index range
+and a map task reads it by keyset pagination without coordinating with anyone.
+
+Imports are all or nothing: one transaction holds the dataset row and every chunk of
+items; a bad row (its line number is reported) rolls the whole import back. Files are
+read as a stream and inserted in chunks, so memory stays bounded whatever the file size.
+On SQLite the import holds the write lock for its duration (other writers wait, up to the
+busy timeout); PostgreSQL writers are not blocked.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Engine, MetaData, Table, delete, func, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from taskworks.errors import InvalidInput
+from taskworks.store.engine import Store, make_engine
+from taskworks.store.tables import Dataset, DatasetItem
+
+CHUNK_SIZE = 1000
+MAX_REPORTED_BAD_ROWS = 20
+FORMATS = ("csv", "jsonl")
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"[+-]?(([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)")
+_ITEMS = cast(Table, DatasetItem.__table__)
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+
+#: called with how far the source has been read (bytes of a file, rows of a query)
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: int
+    name: str
+    source: str
+    origin: str | None
+    state: str
+    row_count: int
+    columns: list[str]
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, row: Dataset) -> DatasetInfo:
+        return cls(row.id, row.name, row.source, row.origin, row.state, row.row_count,
+                   list(row.columns or []), row.created_at)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class BadRows(InvalidInput):
+    """An import found bad rows; nothing was stored. ``bad_rows`` holds the first ones
+    (up to MAX_REPORTED_BAD_ROWS), ``total`` counts them all."""
+
+    def __init__(self, path: str, bad_rows: list[BadRow], total: int) -> None:
+        self.bad_rows = bad_rows
+        self.total = total
+        more = f"\n  ... and {total - len(bad_rows)} more" if total > len(bad_rows) else ""
+        super().__init__("FILE", path, f"only well-formed rows; {total} bad row(s), nothing "
+                         "was imported:\n  " + "\n  ".join(map(str, bad_rows)) + more)
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read from a binary file, for the progress bar."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        read = self.raw.readinto(buffer)
+        self.count += read or 0
+        return read or 0
+
+
+def infer_value(value: str) -> Any:
+    """A CSV cell as JSON: '' is null, integers and decimals are numbers, the rest text.
+    Integers with leading zeros ('007', zip codes) stay text."""
+    if value == "":
+        return None
+    if _INT.fullmatch(value):
+        return int(value)
+    if _FLOAT.fullmatch(value):
+        return float(value)
+    return value
+
+
+def _csv_rows(stream: io.TextIOBase, infer: bool) -> Iterator[tuple[int, Any]]:
+    """(line, item or BadRow); the line is where the row ends (quoted newlines count)."""
+    reader = csv.reader(stream)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        yield reader.line_num, BadRow(reader.line_num, f"header: {exc}")
+        return
+    if not header or all(not name.strip() for name in header):
+        yield 1, BadRow(1, "no header row (the first row names the columns)")
+        return
+    names = [name.strip() for name in header]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates or "" in names:
+        problem = f"duplicate columns {duplicates}" if duplicates else "an empty column name"
+        yield reader.line_num, BadRow(reader.line_num, f"header has {problem}")
+        return
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the reader cannot resume after this
+            yield reader.line_num, BadRow(reader.line_num, str(exc))
+            return
+        if not row:  # a blank line
+            continue
+        if len(row) != len(names):
+            yield reader.line_num, BadRow(reader.line_num,
+                                          f"{len(row)} fields, expected {len(names)}")
+            continue
+        values = [infer_value(v) for v in row] if infer else row
+        yield reader.line_num, dict(zip(names, values, strict=True))
+
+
+def _jsonl_rows(stream: io.TextIOBase) -> Iterator[tuple[int, Any]]:
+    for line_no, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            yield line_no, BadRow(line_no, f"not JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(item, dict):
+            yield line_no, BadRow(line_no, f"a JSON {type(item).__name__}, expected an object")
+            continue
+        yield line_no, item
+
+
+def jsonable(value: Any) -> Any:
+    """A database value as JSON (dates as ISO 8601, decimals as numbers, UUIDs as text)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+class Datasets:
+    """Import, register, list, read and delete datasets in one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- reading -------------------------------------------------------------------------
+
+    def all(self) -> list[DatasetInfo]:
+        with self.store.session() as session:
+            rows = session.scalars(select(Dataset).order_by(Dataset.name)).all()
+            return [DatasetInfo.of(row) for row in rows]
+
+    def get(self, name: str) -> DatasetInfo:
+        with self.store.session() as session:
+            row = session.scalars(select(Dataset).where(Dataset.name == name)).first()
+            if row is None:
+                raise InvalidInput("dataset", name, "the name of a dataset "
+                                   "(see `taskworks dataset list`)")
+            return DatasetInfo.of(row)
+
+    def exists(self, name: str) -> bool:
+        with self.store.session() as session:
+            return session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None
+
+    def head(self, name: str, limit: int = 5) -> list[dict[str, Any]]:
+        dataset = self.get(name)
+        with self.store.session() as session:
+            rows = session.execute(
+                select(DatasetItem.item_index, DatasetItem.data)
+                .where(DatasetItem.dataset_id == dataset.id)
+                .order_by(DatasetItem.item_index).limit(limit))
+            return [{"item_index": index, "data": data} for index, data in rows]
+
+    def count_items(self, name: str) -> int:
+        dataset = self.get(name)
+        with self.store.session() as session:
+            return int(session.scalar(select(func.count()).select_from(DatasetItem)
+                                      .where(DatasetItem.dataset_id == dataset.id)) or 0)
+
+    def delete(self, name: str) -> int:
+        """Delete a dataset and its items; returns how many items went."""
+        dataset = self.get(name)
+        with self.store.session() as session:
+            removed = session.connection().execute(
+                delete(DatasetItem).where(DatasetItem.dataset_id == dataset.id)).rowcount
+            session.execute(delete(Dataset).where(Dataset.id == dataset.id))
+            return int(removed or 0)
+
+    # -- importing a file ----------------------------------------------------------------
+
+    def import_file(self, path: str | Path, name: str, *, fmt: str | None = None,
+                    infer_types: bool = True, chunk_size: int = CHUNK_SIZE,
+                    progress: Progress | None = None) -> DatasetInfo:
+        """Import a CSV or JSONL file, all or nothing (see the module docstring).
+
+        ``progress`` is called after each chunk with the bytes read so far."""
+        path = Path(path)
+        fmt = fmt or _SUFFIXES.get(path.suffix.lower())
+        if fmt not in FORMATS:
+            raise InvalidInput("--format", fmt or path.suffix,
+                               "csv or jsonl (or a file ending in .csv, .jsonl, .ndjson)")
+        if chunk_size < 1:
+            raise InvalidInput("chunk_size", chunk_size, "an integer >= 1")
+        self._check_new_name(name)
+        try:
+            raw = path.open("rb")
+        except OSError as exc:
+            raise InvalidInput("FILE", str(path), f"a readable file ({exc.strerror})") from None
+        with raw:
+            counter = _CountingReader(raw)
+            stream = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig",
+                                      newline="" if fmt == "csv" else None)
+            rows = _csv_rows(stream, infer_types) if fmt == "csv" else _jsonl_rows(stream)
+            return self._store_rows(name, fmt, str(path), rows, chunk_size, str(path),
+                                    lambda: progress(counter.count) if progress else None)
+
+    # -- registering a SQL table or query ------------------------------------------------
+
+    def register_sql(self, name: str, *, table: str | None = None, query: str | None = None,
+                     source_url: str | None = None, chunk_size: int = CHUNK_SIZE,
+                     progress: Progress | None = None) -> DatasetInfo:
+        """Materialise a table (ordered by its primary key) or a query (in its own ORDER
+        BY order: give one for a reproducible index) as a dataset, all or nothing.
+
+        The source is read on its own connection, streamed (server-side cursor on
+        PostgreSQL); ``source_url`` names another database, default the store's."""
+        if (table is None) == (query is None):
+            raise InvalidInput("--table/--query", table or query, "exactly one of the two")
+        if chunk_size < 1:
+            raise InvalidInput("chunk_size", chunk_size, "an integer >= 1")
+        self._check_new_name(name)
+        engine = make_engine(source_url) if source_url else self.store.engine
+        try:
+            if table is not None:
+                statement: Any = self._table_select(engine, table)
+                source, origin = "table", table
+            else:
+                assert query is not None
+                if not re.match(r"\s*(select|with)\b", query, re.IGNORECASE):
+                    raise InvalidInput("--query", query, "a SELECT (or WITH ... SELECT) query")
+                statement, source, origin = text(query), "query", query
+            return self._store_rows(name, source, origin,
+                                    self._sql_rows(engine, statement, chunk_size),
+                                    chunk_size, origin, None, progress)
+        finally:
+            if source_url:
+                engine.dispose()
+
+    @staticmethod
+    def _table_select(engine: Engine, table: str) -> Any:
+        if not _IDENTIFIER.fullmatch(table):
+            raise InvalidInput("--table", table, "a table name, optionally schema.table")
+        schema, _, bare = table.rpartition(".")
+        try:
+            reflected = Table(bare, MetaData(), schema=schema or None, autoload_with=engine)
+        except NoSuchTableError:
+            raise InvalidInput("--table", table, "an existing table") from None
+        keys = inspect(engine).get_pk_constraint(bare, schema=schema or None)
+        columns = keys.get("constrained_columns") or []
+        if not columns:
+            raise InvalidInput("--table", table, "a table with a primary key (items are "
+                               "indexed in primary-key order); use --query with ORDER BY")
+        return select(reflected).order_by(*(reflected.c[c] for c in columns))
+
+    @staticmethod
+    def _sql_rows(engine: Engine, statement: Any, chunk_size: int
+                  ) -> Iterator[tuple[int, Any]]:
+        try:
+            with engine.connect() as conn:
+                result = conn.execution_options(stream_results=True,
+                                                yield_per=chunk_size).execute(statement)
+                for number, row in enumerate(result, start=1):
+                    yield number, {str(k): jsonable(v) for k, v in row._mapping.items()}
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise InvalidInput("--query", str(statement), "a query the source database runs "
+                               f"({exc.__class__.__name__}: {reason})") from None
+
+    # -- storing -------------------------------------------------------------------------
+
+    def _check_new_name(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise InvalidInput("--name", name, "a non-empty name of at most 255 characters")
+        if self.exists(name):
+            raise InvalidInput("--name", name, "a name no dataset has yet (delete the old "
+                               "one first: taskworks dataset delete)")
+
+    def _store_rows(self, name: str, source: str, origin: str,
+                    rows: Iterable[tuple[int, Any]], chunk_size: int, label: str,
+                    tick: Callable[[], None] | None = None,
+                    row_progress: Progress | None = None) -> DatasetInfo:
+        bad: list[BadRow] = []
+        bad_total = 0
+        columns: dict[str, None] = {}  # ordered by first appearance
+        chunk: list[dict[str, Any]] = []
+        count = last_line = 0
+        try:
+            with self.store.session() as session:
+                dataset = Dataset(name=name, source=source, origin=origin, state="ready",
+                                  row_count=0, columns=[])
+                session.add(dataset)
+                session.flush()
+                for line, item in rows:
+                    last_line = line
+                    if isinstance(item, BadRow):
+                        bad_total += 1
+                        if len(bad) < MAX_REPORTED_BAD_ROWS:
+                            bad.append(item)
+                        continue
+                    if bad_total:  # doomed: keep reading only to report every bad row
+                        continue
+                    columns.update(dict.fromkeys(item))
+                    chunk.append({"dataset_id": dataset.id, "item_index": count, "data": item})
+                    count += 1
+                    if len(chunk) >= chunk_size:
+                        _insert(session, chunk)
+                        chunk = []
+                        if tick:
+                            tick()
+                        if row_progress:
+                            row_progress(line)
+                if bad_total:
+                    raise BadRows(label, bad, bad_total)  # rolls the transaction back
+                _insert(session, chunk)
+                dataset.row_count = count
+                dataset.columns = list(columns)
+                if tick:
+                    tick()
+                if row_progress:
+                    row_progress(count)
+                info = DatasetInfo.of(dataset)
+        except UnicodeDecodeError as exc:
+            raise BadRows(label, [*bad, BadRow(last_line + 1, f"(or a line soon after) not "
+                                               f"UTF-8 ({exc.reason})")], bad_total + 1) from None
+        except IntegrityError:  # another import took the name meanwhile
+            raise InvalidInput("--name", name, "a name no dataset has yet") from None
+        return info
+
+    # -- job outputs ---------------------------------------------------------------------
+
+    def create_output(self, name: str, origin: str, columns: Sequence[str]) -> DatasetInfo:
+        """An empty dataset in state ``building`` that partitions write into."""
+        self._check_new_name(name)
+        try:
+            with self.store.session() as session:
+                row = Dataset(name=name, source="job", origin=origin, state="building",
+                              row_count=0, columns=list(columns))
+                session.add(row)
+                session.flush()
+                return DatasetInfo.of(row)
+        except IntegrityError:
+            raise InvalidInput("output", name, "a name no dataset has yet") from None
+
+    def finish_output(self, dataset_id: int, row_count: int, columns: Sequence[str]) -> None:
+        with self.store.session() as session:
+            session.execute(update(Dataset).where(Dataset.id == dataset_id)
+                            .values(state="ready", row_count=row_count, columns=list(columns)))
+
+
+def write_items(session: Session, dataset_id: int, start: int, end: int,
+                items: Iterable[tuple[int, Any]], chunk_size: int = CHUNK_SIZE) -> int:
+    """Replace the items of [start, end) of a dataset with ``items`` ((index, data) with
+    start <= index < end), in the caller's transaction: a redone partition overwrites its
+    own range and nothing else. Returns how many were written."""
+    session.execute(delete(DatasetItem).where(DatasetItem.dataset_id == dataset_id,
+                                              DatasetItem.item_index >= start,
+                                              DatasetItem.item_index < end))
+    written = 0
+    chunk: list[dict[str, Any]] = []
+    for index, data in items:
+        if not start <= index < end:
+            raise ValueError(f"item_index {index} outside the partition [{start}, {end})")
+        chunk.append({"dataset_id": dataset_id, "item_index": index, "data": data})
+        if len(chunk) >= chunk_size:
+            _insert(session, chunk)
+            written += len(chunk)
+            chunk = []
+    _insert(session, chunk)
+    return written + len(chunk)
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(_ITEMS.insert(), rows)

@@ -1,0 +1,1 @@
+"""Looking at the running system: queue depths, workers."""

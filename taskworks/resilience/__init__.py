@@ -1,0 +1,1 @@
+"""Resilience: circuit breakers, fallbacks, idempotent tasks, cluster-wide rate limits."""

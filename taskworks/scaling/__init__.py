@@ -1,0 +1,1 @@
+"""Autoscaling: observe queues and the machine, decide (a pure policy), supervise workers."""

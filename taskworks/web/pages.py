@@ -1,0 +1,124 @@
+"""Dashboard pages. Each page is a server-rendered shell; static/app.js fills it from the
+API and keeps it live by polling. Everything shown is escaped: Jinja2 autoescapes, and
+the script only ever sets ``textContent`` and attributes, never HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from taskworks.api.auth import COOKIE, has_session, session_value, token_matches
+from taskworks.api.context import ApiContext, get_context
+from taskworks.api.models import ID_PATTERN
+from taskworks.errors import InvalidInput
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(env=Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=True))
+
+router = APIRouter(include_in_schema=False)
+
+PAGES = {"overview": "/", "runs": "/workflows", "journal": "/journal",
+         "dead letters": "/dlq", "breakers": "/breakers", "autoscale": "/autoscale"}
+
+
+def _logged_in(request: Request) -> bool:
+    token = get_context(request).token
+    return token is None or has_session(request, token)
+
+
+def _page(request: Request, template: str, **values: Any) -> Response:
+    if not _logged_in(request):
+        return RedirectResponse("/login", status_code=303)
+    return templates.TemplateResponse(request, template, {
+        "pages": PAGES, "auth": get_context(request).token is not None, **values})
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request) -> Response:
+    return _page(request, "overview.html", page="overview")
+
+
+@router.get("/journal", response_class=HTMLResponse)
+def journal(request: Request) -> Response:
+    return _page(request, "journal.html", page="journal")
+
+
+@router.get("/dlq", response_class=HTMLResponse)
+def dead_letters(request: Request) -> Response:
+    return _page(request, "dlq.html", page="dead letters")
+
+
+@router.get("/breakers", response_class=HTMLResponse)
+def breakers(request: Request) -> Response:
+    return _page(request, "breakers.html", page="breakers")
+
+
+@router.get("/autoscale", response_class=HTMLResponse)
+def autoscale(request: Request) -> Response:
+    return _page(request, "autoscale.html", page="autoscale")
+
+
+@router.get("/workflows", response_class=HTMLResponse)
+def workflows(request: Request) -> Response:
+    return _page(request, "workflows.html", page="runs")
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run(request: Request, run_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> Response:
+    ctx: ApiContext = get_context(request)
+    if not _logged_in(request):
+        return RedirectResponse("/login", status_code=303)
+    try:
+        status = ctx.tw.workflows.status(run_id)
+    except InvalidInput:
+        return templates.TemplateResponse(request, "missing.html", {
+            "pages": PAGES, "page": "runs", "what": "run", "value": run_id,
+            "auth": ctx.token is not None}, status_code=404)
+    return _page(request, "run.html", page="runs", run_id=run_id, workflow=status.workflow,
+                 version=status.version)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request) -> Response:
+    if get_context(request).token is None:
+        return RedirectResponse("/", status_code=303)
+    return templates.TemplateResponse(request, "login.html", {"error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    token = get_context(request).token
+    if token is None:
+        return RedirectResponse("/", status_code=303)
+    # a form of one field: parsed here rather than adding python-multipart
+    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+    given = (form.get("token") or [""])[0]
+    if not token_matches(given, token):
+        return templates.TemplateResponse(request, "login.html",
+                                          {"error": "That token is not valid."},
+                                          status_code=401)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=12 * 3600)
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+def mount(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -1,0 +1,386 @@
+// taskworks dashboard: fills the server-rendered pages from the API and keeps them live
+// by polling. Safety rule: user-supplied text only ever goes in through textContent or
+// setAttribute; this file never assigns innerHTML.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const STATE_COLORS = {
+  SUCCEEDED: "#2e9d57", FAILED: "#d64545", RUNNING: "#2f6fdb", QUEUED: "#8a8fdd",
+  PENDING: "#b7bcc6", SKIPPED: "#d9a53f", CANCELLED: "#7c7c7c",
+};
+const SERIES_COLORS = ["#2f6fdb", "#d64545", "#2e9d57", "#d9a53f", "#8e44ad", "#16a2b8",
+  "#e67e22", "#34495e"];
+
+// -- small helpers ---------------------------------------------------------------------
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "on") {
+      for (const [event, handler] of Object.entries(value)) node.addEventListener(event, handler);
+    } else if (value !== null && value !== undefined && value !== false) {
+      node.setAttribute(key, String(value));
+    }
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function when(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso.endsWith("Z") || /[+-]\d\d:\d\d$/.test(iso) ? iso : iso + "Z");
+  return isNaN(d) ? String(iso) : d.toISOString().replace("T", " ").slice(0, 19);
+}
+
+function show(message, isError) {
+  const box = document.getElementById("message");
+  if (!box) return;
+  box.textContent = message;
+  box.className = isError ? "message error" : "message";
+  box.hidden = false;
+}
+
+function setLive(ok) {
+  const dot = document.getElementById("live");
+  if (dot) dot.className = ok ? "live ok" : "live down";
+}
+
+async function api(path, options) {
+  const opts = Object.assign({credentials: "same-origin"}, options || {});
+  // the cookie session needs this header on anything that changes state (CSRF guard)
+  opts.headers = Object.assign({"X-Taskworks": "1"}, opts.body ? {"Content-Type": "application/json"} : {}, opts.headers || {});
+  const response = await fetch(path, opts);
+  if (response.status === 401) {
+    window.location.assign("/login");
+    throw new Error("not logged in");
+  }
+  const body = response.headers.get("content-type", "").includes("json") ? await response.json() : null;
+  if (!response.ok) {
+    const detail = body && body.detail;
+    const text = Array.isArray(detail) ? detail.map((d) => d.msg).join("; ") : (detail || response.statusText);
+    throw new Error(text);
+  }
+  return body;
+}
+
+function fill(tableId, rows) {
+  const body = document.querySelector(`#${tableId} tbody`);
+  body.replaceChildren(...rows);
+}
+
+function poll(fn, interval) {
+  let timer = null;
+  const tick = async () => {
+    try {
+      await fn();
+      setLive(true);
+    } catch (err) {
+      setLive(false);
+    }
+    timer = setTimeout(tick, interval);
+  };
+  tick();
+  return () => clearTimeout(timer);
+}
+
+function badge(state) {
+  return el("span", {class: `state state-${String(state).toLowerCase()}`}, state);
+}
+
+// -- overview ----------------------------------------------------------------------------
+const history = [];  // [{t, backlog: {queue: n}}], the last HISTORY points
+const HISTORY = 90;
+
+function drawChart() {
+  const chart = document.getElementById("queue-chart");
+  const legend = document.getElementById("queue-legend");
+  const width = 800, height = 220, left = 40, bottom = 20, top = 10;
+  const queues = history.length ? Object.keys(history[history.length - 1].backlog) : [];
+  const max = Math.max(1, ...history.flatMap((p) => Object.values(p.backlog)));
+  const x = (i) => left + (width - left - 10) * (history.length > 1 ? i / (HISTORY - 1) : 0);
+  const y = (v) => height - bottom - (height - bottom - top) * (v / max);
+  const nodes = [
+    svg("line", {x1: left, y1: height - bottom, x2: width - 10, y2: height - bottom, class: "axis"}),
+    svg("line", {x1: left, y1: top, x2: left, y2: height - bottom, class: "axis"}),
+    svg("text", {x: left - 6, y: top + 10, "text-anchor": "end", class: "tick"}, max),
+    svg("text", {x: left - 6, y: height - bottom, "text-anchor": "end", class: "tick"}, 0),
+  ];
+  legend.replaceChildren();
+  queues.forEach((queue, index) => {
+    const color = SERIES_COLORS[index % SERIES_COLORS.length];
+    const points = history.map((p, i) => `${x(i).toFixed(1)},${y(p.backlog[queue] || 0).toFixed(1)}`);
+    nodes.push(svg("polyline", {points: points.join(" "), fill: "none", stroke: color,
+      "stroke-width": 2, "data-queue": queue}));
+    legend.append(el("span", {class: "key"}, el("i", {style: `background:${color}`}), queue));
+  });
+  chart.replaceChildren(...nodes);
+}
+
+async function refreshQueues() {
+  const queues = await api("/api/queues");
+  history.push({t: Date.now(), backlog: Object.fromEntries(queues.map((q) => [q.name, q.backlog]))});
+  while (history.length > HISTORY) history.shift();
+  drawChart();
+  document.getElementById("backlog").textContent = queues.reduce((n, q) => n + q.backlog, 0);
+  fill("queues", queues.map((q) => el("tr", {}, el("td", {}, q.name), el("td", {}, q.waiting),
+    el("td", {}, q.unacked), el("td", {}, q.backlog))));
+}
+
+async function refreshStats() {
+  const stats = await api("/api/journal/stats?window=300");
+  document.getElementById("throughput").textContent = stats.throughput.toFixed(2);
+  document.getElementById("failure-rate").textContent = `${(stats.failure_rate * 100).toFixed(1)} %`;
+}
+
+async function refreshWorkers() {
+  const found = await api("/api/workers?timeout=1");
+  document.getElementById("worker-count").textContent = found.workers.length;
+  fill("workers", found.workers.map((w) => el("tr", {},
+    el("td", {}, w.hostname), el("td", {}, `${w.pool.implementation || "?"} × ${w.pool["max-concurrency"] || "?"}`),
+    el("td", {}, w.active), el("td", {}, w.processed),
+    el("td", {}, w.active_tasks.map((t) => t.name).join(", ")))));
+}
+
+function overviewPage() {
+  poll(refreshQueues, 2000);
+  poll(refreshStats, 5000);
+  poll(refreshWorkers, 5000);
+}
+
+// -- journal -----------------------------------------------------------------------------
+function journalPage() {
+  const form = document.getElementById("journal-filters");
+  const open = new Set();  // journal ids whose details are shown
+  const refresh = async () => {
+    const params = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) if (value) params.set(key, value);
+    params.set("limit", "200");
+    const rows = await api(`/api/journal?${params}`);
+    const out = [];
+    for (const r of rows) {
+      const row = el("tr", {class: `clickable state-row-${r.state}`, "data-id": r.id, on: {click: () => {
+        open.has(r.id) ? open.delete(r.id) : open.add(r.id);
+        refresh().catch((e) => show(e.message, true));
+      }}},
+      el("td", {}, when(r.finished_at)), el("td", {}, r.name), el("td", {class: "mono"}, r.task_id),
+      el("td", {}, badge(r.state)), el("td", {}, r.attempt), el("td", {}, r.severity || "–"),
+      el("td", {}, (r.duration_ms || 0).toFixed(1)),
+      el("td", {}, r.exc_type ? `${r.exc_type}: ${r.exc_message}` : ""));
+      out.push(row);
+      if (open.has(r.id)) {
+        out.push(el("tr", {class: "details"}, el("td", {colspan: 8},
+          el("div", {}, `queue ${r.queue || "–"} · host ${r.hostname || "–"} · pid ${r.pid || "–"}`),
+          el("div", {class: "mono"}, `args ${JSON.stringify(r.args)} kwargs ${JSON.stringify(r.kwargs)}`),
+          r.result !== null ? el("div", {class: "mono"}, `result ${r.result}`) : null,
+          r.traceback ? el("pre", {class: "traceback"}, r.traceback) : null)));
+      }
+    }
+    fill("journal", out);
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    refresh().catch((e) => show(e.message, true));
+  });
+  poll(refresh, 3000);
+}
+
+// -- dead letters ------------------------------------------------------------------------
+function dlqPage() {
+  const refresh = async () => {
+    const rows = await api("/api/dlq?limit=200");
+    fill("dlq", rows.map((r) => el("tr", {"data-id": r.id},
+      el("td", {}, r.id), el("td", {}, when(r.failed_at)), el("td", {}, r.name),
+      el("td", {}, r.reason), el("td", {}, r.attempts),
+      el("td", {}, r.exc_type ? `${r.exc_type}: ${r.exc_message}` : "", r.traceback ? el("details", {}, el("summary", {}, "traceback"), el("pre", {class: "traceback"}, r.traceback)) : null),
+      el("td", {class: "replays"}, r.replay_count),
+      el("td", {}, el("button", {type: "button", class: "replay", on: {click: async () => {
+        try {
+          const done = await api(`/api/dlq/${r.id}/replay`, {method: "POST"});
+          show(`dead letter ${r.id} replayed as task ${done.replayed[r.id]}`);
+          await refresh();
+        } catch (e) { show(e.message, true); }
+      }}}, "Replay")))));
+  };
+  poll(refresh, 3000);
+}
+
+// -- breakers ----------------------------------------------------------------------------
+function breakersPage() {
+  const refresh = async () => {
+    const rows = await api("/api/breakers");
+    fill("breakers", rows.map((b) => el("tr", {"data-name": b.name},
+      el("td", {}, b.name), el("td", {}, badge(b.state)), el("td", {}, b.failures),
+      el("td", {}, b.failures_total), el("td", {}, b.retry_after ? `${b.retry_after.toFixed(1)} s` : "–"),
+      el("td", {}, b.last_transition ? `${b.last_transition} (${b.last_reason || ""})` : "–"),
+      el("td", {}, b.last_error || ""),
+      el("td", {}, el("button", {type: "button", class: "reset", on: {click: async () => {
+        try {
+          await api(`/api/breakers/${encodeURIComponent(b.name)}/reset`, {method: "POST",
+            body: JSON.stringify({reason: "reset from the dashboard"})});
+          show(`breaker ${b.name} reset`);
+          await refresh();
+        } catch (e) { show(e.message, true); }
+      }}}, "Reset")))));
+  };
+  poll(refresh, 2000);
+}
+
+// -- autoscale ---------------------------------------------------------------------------
+function autoscalePage() {
+  const refresh = async () => {
+    const [found, replicas] = await Promise.all([api("/api/autoscale?limit=50"), api("/api/autoscale/replicas")]);
+    const groups = (found.status && found.status.groups) || {};
+    document.getElementById("autoscale-state").textContent = found.running
+      ? `supervisor running: ${found.status.active} active workers, CPU ${found.status.cpu_percent ?? "–"} %, memory ${found.status.memory_percent ?? "–"} %`
+      : "no supervisor is running (taskworks up / taskworks autoscale run); desired counts below are what KEDA would get";
+    fill("groups", Object.entries(replicas).map(([name, r]) => {
+      const g = groups[name] || {};
+      return el("tr", {}, el("td", {}, name), el("td", {}, r.desired), el("td", {}, g.active ?? "–"),
+        el("td", {}, g.draining ?? "–"), el("td", {}, r.backlog), el("td", {}, g.reason || (r.emergency ? "emergency" : "")));
+    }));
+    fill("decisions", found.decisions.map((d) => el("tr", {},
+      el("td", {}, when(d.decided_at)), el("td", {}, d.group), el("td", {}, `${d.previous} → ${d.desired}`),
+      el("td", {}, d.backlog), el("td", {}, Number(d.cpu_percent).toFixed(0)),
+      el("td", {}, Number(d.memory_percent).toFixed(0)), el("td", {}, d.reason))));
+  };
+  poll(refresh, 3000);
+}
+
+// -- workflows and runs ------------------------------------------------------------------
+function workflowsPage() {
+  const inputs = {};  // keep what the user typed across refreshes
+  const refreshDefinitions = async () => {
+    const rows = await api("/api/workflows");
+    const latest = new Map();
+    for (const d of rows) latest.set(d.name, d);
+    fill("definitions", [...latest.values()].map((d) => {
+      const input = el("input", {class: "run-input", placeholder: "{}", value: inputs[d.name] || ""});
+      input.addEventListener("input", () => { inputs[d.name] = input.value; });
+      return el("tr", {"data-workflow": d.name}, el("td", {}, d.name), el("td", {}, d.version),
+        el("td", {}, when(d.created_at)), el("td", {}, input),
+        el("td", {}, el("button", {type: "button", class: "start", on: {click: async () => {
+          let body = {};
+          try {
+            body = {input: input.value.trim() ? JSON.parse(input.value) : null};
+          } catch (e) { show(`input: not JSON (${e.message})`, true); return; }
+          try {
+            const run = await api(`/api/workflows/${encodeURIComponent(d.name)}/runs`, {method: "POST", body: JSON.stringify(body)});
+            window.location.assign(`/runs/${encodeURIComponent(run.id)}`);
+          } catch (e) { show(e.message, true); }
+        }}}, "Start")));
+    }));
+  };
+  const refreshRuns = async () => {
+    const rows = await api("/api/runs?limit=50");
+    fill("runs", rows.map((r) => el("tr", {},
+      el("td", {}, el("a", {href: `/runs/${encodeURIComponent(r.id)}`, class: "mono"}, r.id)),
+      el("td", {}, r.workflow), el("td", {}, badge(r.state)), el("td", {}, when(r.created_at)),
+      el("td", {}, when(r.finished_at)), el("td", {}, r.error || ""))));
+  };
+  refreshDefinitions().catch((e) => show(e.message, true));
+  poll(refreshRuns, 2000);
+}
+
+// Layered layout: a step's column is the longest path to it from a root.
+function layout(steps) {
+  const byName = new Map(steps.map((s) => [s.name, s]));
+  const depth = new Map();
+  const depthOf = (name, seen) => {
+    if (depth.has(name)) return depth.get(name);
+    const step = byName.get(name);
+    const deps = step ? step.depends_on.filter((d) => byName.has(d) && !seen.has(d)) : [];
+    const d = deps.length ? 1 + Math.max(...deps.map((x) => depthOf(x, new Set([...seen, name])))) : 0;
+    depth.set(name, d);
+    return d;
+  };
+  steps.forEach((s) => depthOf(s.name, new Set()));
+  const columns = [];
+  for (const s of steps) (columns[depth.get(s.name)] ||= []).push(s.name);
+  const place = new Map();
+  columns.forEach((names, c) => names.forEach((n, r) => place.set(n, {c, r})));
+  return {place, columns: columns.length, rows: Math.max(1, ...columns.map((c) => c.length))};
+}
+
+function drawDag(steps) {
+  const dag = document.getElementById("dag");
+  const W = 170, H = 44, GX = 60, GY = 24, PAD = 10;
+  const {place, columns, rows} = layout(steps);
+  const width = PAD * 2 + columns * W + (columns - 1) * GX;
+  const height = PAD * 2 + rows * H + (rows - 1) * GY;
+  dag.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  dag.setAttribute("width", width);
+  dag.setAttribute("height", height);
+  const pos = (name) => {
+    const p = place.get(name);
+    return {x: PAD + p.c * (W + GX), y: PAD + p.r * (H + GY)};
+  };
+  const nodes = [svg("defs", {})];
+  nodes[0].append(svg("marker", {id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto"}));
+  nodes[0].firstChild.append(svg("path", {d: "M0,0 L10,5 L0,10 z", class: "arrowhead"}));
+  for (const s of steps) {
+    for (const dep of s.depends_on) {
+      if (!place.has(dep)) continue;
+      const a = pos(dep), b = pos(s.name);
+      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
+      nodes.push(svg("path", {d: `M${x1},${y1} C${x1 + GX / 2},${y1} ${x2 - GX / 2},${y2} ${x2},${y2}`,
+        class: "edge", "marker-end": "url(#arrow)"}));
+    }
+  }
+  for (const s of steps) {
+    const {x, y} = pos(s.name);
+    const group = svg("g", {class: "node", "data-step": s.name, "data-state": s.state});
+    group.append(svg("rect", {x, y, width: W, height: H, rx: 6, fill: STATE_COLORS[s.state] || "#999"}));
+    group.append(svg("text", {x: x + W / 2, y: y + 18, "text-anchor": "middle", class: "node-name"}, s.name));
+    group.append(svg("text", {x: x + W / 2, y: y + 34, "text-anchor": "middle", class: "node-state"}, s.state.toLowerCase()));
+    group.append(svg("title", {}, `${s.name}: ${s.state}${s.error ? " – " + s.error : ""}`));
+    nodes.push(group);
+  }
+  dag.replaceChildren(...nodes);
+}
+
+function runPage() {
+  const runId = document.body.dataset.run;
+  const path = `/api/runs/${encodeURIComponent(runId)}`;
+  const refresh = async () => {
+    const run = await api(path);
+    const state = document.getElementById("run-state");
+    state.textContent = run.state;
+    state.className = `state state-${run.state.toLowerCase()}`;
+    document.getElementById("run-error").textContent = run.error || "";
+    drawDag(run.steps);
+    fill("steps", run.steps.map((s) => el("tr", {"data-step": s.name},
+      el("td", {}, s.name), el("td", {}, s.task || "–"), el("td", {}, badge(s.state)),
+      el("td", {}, s.tries), el("td", {}, when(s.started_at)), el("td", {}, when(s.finished_at)),
+      el("td", {class: "mono"}, s.error || (s.result === null ? "" : JSON.stringify(s.result))))));
+  };
+  const act = (action) => async () => {
+    try {
+      await api(`${path}/${action}`, {method: "POST"});
+      show(`run ${action} requested`);
+      await refresh();
+    } catch (e) { show(e.message, true); }
+  };
+  document.getElementById("run-cancel").addEventListener("click", act("cancel"));
+  document.getElementById("run-retry").addEventListener("click", act("retry"));
+  poll(refresh, 1000);
+}
+
+const PAGES = {
+  "overview": overviewPage, "journal": journalPage, "dead letters": dlqPage,
+  "breakers": breakersPage, "autoscale": autoscalePage,
+  "runs": () => (document.body.dataset.run ? runPage() : workflowsPage()),
+};
+
+document.addEventListener("DOMContentLoaded", () => {
+  const start = PAGES[document.body.dataset.page];
+  if (start) start();
+});

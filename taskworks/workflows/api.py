@@ -1,0 +1,180 @@
+"""``tw.workflows``: register definitions, start runs, and the Run handle clients hold."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taskworks.errors import InvalidInput, TaskworksError
+from taskworks.workflows.conditions import Predicates
+from taskworks.workflows.engine import WorkflowEngine
+from taskworks.workflows.model import RunState, Workflow, load_file
+from taskworks.workflows.validate import validate
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+
+class WaitTimeout(TaskworksError, TimeoutError):
+    """``Run.wait`` gave up before the run ended (the run goes on)."""
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    name: str
+    state: str
+    attempt: int
+    tries: int
+    task_id: str | None
+    skip_reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    id: str
+    workflow: str
+    version: int
+    state: RunState
+    error: str | None
+    failed_step: str | None
+    resumes: int
+    created_at: datetime
+    finished_at: datetime | None
+    input: Any
+    #: in definition order
+    steps: dict[str, StepStatus]
+
+    @property
+    def done(self) -> bool:
+        return self.state.terminal
+
+    def results(self) -> dict[str, Any]:
+        return {n: s.result for n, s in self.steps.items() if s.state == "SUCCEEDED"}
+
+
+class Run:
+    """A handle on one run: cheap to create, reads the store on every call."""
+
+    def __init__(self, workflows: Workflows, run_id: str) -> None:
+        self.workflows = workflows
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id}>"
+
+    def status(self) -> RunStatus:
+        return self.workflows.status(self.id)
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunStatus:
+        """Poll until the run ends. For clients only: inside a task it would hold a
+        worker hostage, so it refuses."""
+        if self.workflows.tw.app.current_worker_task is not None:
+            raise TaskworksError("Run.wait() inside a task would block a worker; "
+                                 "make the waiting code a step of the workflow instead")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.done:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"run {self.id} still {status.state.value} after {timeout}s")
+            time.sleep(interval)
+
+    def cancel(self, terminate: bool = False) -> RunStatus:
+        """Cancel pending steps and revoke running ones (``terminate`` also kills them in
+        prefork workers). Idempotent; a run already over is left as it is."""
+        engine = self.workflows.engine
+        engine.act(engine.runs.cancel(self.id), terminate=terminate)
+        return self.status()
+
+    def retry(self) -> Run:
+        """Run again what failed, was cancelled or was skipped because of a failure."""
+        engine = self.workflows.engine
+        row = engine.runs.run_row(self.id)
+        wf = engine.definition(row.workflow, row.version)
+        engine.act(engine.runs.resume(wf, self.id))
+        return self
+
+
+class Workflows:
+    def __init__(self, tw: Taskworks) -> None:
+        self.tw = tw
+        self.engine = WorkflowEngine(tw)
+
+    @property
+    def predicates(self) -> Predicates:
+        """``tw.workflows.predicates.register("name", fn)``; fn gets the step's input."""
+        return self.engine.predicates
+
+    def validate(self, wf: Workflow) -> None:
+        validate(wf, self.tw.app.tasks.keys(), self.tw.queue_names(), self.predicates)
+
+    def register(self, wf: Workflow | str | Path) -> Workflow:
+        """Validate (every problem at once) and store a definition version. A path is
+        loaded as YAML or JSON. Registering the same version again is a no-op."""
+        if not isinstance(wf, Workflow):
+            wf = load_file(wf)
+        self.validate(wf)
+        self.engine.runs.save_definition(wf)
+        self.engine.registered[(wf.name, wf.version)] = wf
+        return wf
+
+    def start(self, name: str, input: Any = None, *, version: int | None = None,
+              run_id: str | None = None) -> Run:
+        """Start a run of a registered workflow (its newest version unless given)."""
+        runs = self.engine.runs
+        if version is None:
+            version = runs.latest_version(name)
+            if version is None:
+                raise InvalidInput("workflow", name, "the name of a registered workflow")
+        wf = self.engine.definition(name, version)
+        try:
+            json.dumps(input)
+        except (TypeError, ValueError):
+            raise InvalidInput("input", input, "a JSON-serialisable value") from None
+        new_id, dispatch = runs.create_run(wf, input, run_id)
+        self.engine.publish(dispatch)
+        return Run(self, new_id)
+
+    def run(self, run_id: str) -> Run:
+        self.engine.runs.run_row(run_id)  # raises InvalidInput when unknown
+        return Run(self, run_id)
+
+    def status(self, run_id: str) -> RunStatus:
+        runs = self.engine.runs
+        row = runs.run_row(run_id)
+        rows = {r.name: r for r in runs.step_rows(run_id)}
+        try:
+            order = [s.name for s in self.engine.definition(row.workflow, row.version).steps]
+        except InvalidInput:
+            order = sorted(rows)
+        steps = {
+            name: StepStatus(name=name, state=r.state, attempt=r.attempt, tries=r.tries,
+                             task_id=r.task_id, skip_reason=r.skip_reason,
+                             started_at=r.started_at, finished_at=r.finished_at,
+                             result=r.result, error=r.error)
+            for name in order if (r := rows.get(name)) is not None
+        }
+        return RunStatus(id=row.id, workflow=row.workflow, version=row.version,
+                         state=RunState(row.state), error=row.error,
+                         failed_step=row.failed_step, resumes=row.resumes,
+                         created_at=row.created_at, finished_at=row.finished_at,
+                         input=row.input, steps=steps)
+
+    def runs(self, workflow: str | None = None, limit: int = 50) -> list[Any]:
+        return self.engine.runs.runs(workflow, limit)
+
+    def definitions(self) -> list[tuple[str, int, datetime]]:
+        return self.engine.runs.definitions()
+
+    def recover(self) -> dict[str, int]:
+        """The recovery sweep, now (beat runs it every 30 s)."""
+        return self.engine.sweep()

@@ -1,0 +1,206 @@
+"""The event-driven workflow engine: one Celery task per step, no worker ever waits.
+
+Every step runs as the wrapper task ``taskworks.workflow_step(run_id, step, token)``:
+
+1. ``start``: QUEUED -> RUNNING if the message holds the step's current token
+   (otherwise it is stale or the step was cancelled: acknowledge and do nothing);
+2. build the step's input ``{"input", "params", "results"}`` from the store, evaluate
+   its condition, call the registered step task's body in-process (``task.run``);
+3. ``finish``: one transaction records the outcome and claims the dependents that
+   became ready (state.py explains why each is claimed exactly once);
+4. after commit, publish the claimed steps and mark them dispatched.
+
+A failure is retried by re-publishing the same message (``self.retry``) with the
+step's RetryPolicy; executions are counted in the store (``tries``), so a step that
+kills its worker every time fails after ``max_retries + 1`` deliveries. The sweep
+(``taskworks.workflows.sweep``, every 30 s from beat, or ``taskworks workflow recover``)
+republishes steps whose publisher died between commit and publish, fails runs past
+their deadline and steps past their hard time limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import Ignore, Reject, Retry
+
+from taskworks.logs import get_logger
+from taskworks.runtime.retry import RetryPolicy
+from taskworks.workflows.conditions import Predicates, evaluate
+from taskworks.workflows.model import SkipReason, StepState, Workflow
+from taskworks.workflows.state import Dispatch, Outcome, RunStore, now
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+log = get_logger("taskworks.workflows")
+
+STEP_TASK = "taskworks.workflow_step"
+SWEEP_TASK = "taskworks.workflows.sweep"
+#: a QUEUED step not marked dispatched after this long lost its publisher
+DISPATCH_GRACE = 30.0
+#: a RUNNING step this long past its hard time limit was killed without a word
+TIME_LIMIT_GRACE = 30.0
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class WorkflowEngine:
+    def __init__(self, tw: Taskworks) -> None:
+        self.tw = tw
+        self.runs = RunStore(tw.store)
+        self.predicates = Predicates()
+        #: definitions registered in this process (they keep Python-only details such
+        #: as a RetryPolicy's exception classes); others come from the store
+        self.registered: dict[tuple[str, int], Workflow] = {}
+        #: run id -> (workflow, version): what publishing needs to read a step's options
+        self._run_workflows: dict[str, tuple[str, int]] = {}
+
+    def definition(self, name: str, version: int) -> Workflow:
+        return self.registered.get((name, version)) or self.runs.definition(name, version)
+
+    # -- publishing ----------------------------------------------------------------
+    def publish(self, dispatches: Sequence[Dispatch]) -> None:
+        """Send the claimed steps (after the claiming transaction committed)."""
+        if not dispatches:
+            return
+        task = self.tw.app.tasks[STEP_TASK]
+        sent: list[Dispatch] = []
+        try:
+            with self.tw.app.producer_or_acquire() as producer:
+                for d in dispatches:
+                    task.apply_async(args=[d.run_id, d.name, d.token], task_id=d.task_id,
+                                     producer=producer, **self._options(d))
+                    sent.append(d)
+        except Exception:
+            # the steps stay QUEUED and undispatched: the sweep publishes them again
+            log.exception("workflow step publish failed", sent=len(sent),
+                          pending=len(dispatches) - len(sent))
+        self.runs.mark_dispatched(sent)
+
+    def _options(self, d: Dispatch) -> dict[str, Any]:
+        wf = self._run_definition(d.run_id)
+        step = wf.step(d.name)
+        task = self.tw.app.tasks.get(step.task)
+        options: dict[str, Any] = {
+            "queue": step.queue or self.tw.route_of(step.task),
+        }
+        priority = step.priority if step.priority is not None else getattr(task, "priority", None)
+        if priority is not None:
+            options["priority"] = priority
+        if step.soft_timeout is not None:
+            options["soft_time_limit"] = step.soft_timeout
+        if step.timeout is not None:
+            options["time_limit"] = step.timeout
+        return options
+
+    def _run_definition(self, run_id: str) -> Workflow:
+        if run_id not in self._run_workflows:
+            if len(self._run_workflows) > 10_000:
+                self._run_workflows.clear()  # a bound, not an LRU: a miss costs one SELECT
+            name, version, _ = self.runs.run_info(run_id)
+            self._run_workflows[run_id] = (name, version)
+        return self.definition(*self._run_workflows[run_id])
+
+    def act(self, outcome: Outcome, *, terminate: bool = False) -> Outcome:
+        """Publish what a transaction claimed and revoke what it stopped."""
+        self.publish(outcome.dispatch)
+        if outcome.revoke:
+            try:
+                self.tw.app.control.revoke(outcome.revoke, terminate=terminate)
+            except Exception:
+                log.exception("revoke failed", tasks=len(outcome.revoke))
+        return outcome
+
+    # -- running a step (inside the wrapper task) ----------------------------------
+    def execute(self, wrapper: Any, run_id: str, name: str, token: str) -> dict[str, Any]:
+        request = wrapper.request
+        redelivered = bool((request.delivery_info or {}).get("redelivered"))
+        started = self.runs.start_step(run_id, name, token, redelivered=redelivered,
+                                       celery_id=request.id)
+        if started is None:
+            return {"run": run_id, "step": name, "state": "ignored"}
+        workflow, version, run_input = self.runs.run_info(run_id)
+        self._run_workflows[run_id] = (workflow, version)
+        wf = self.definition(workflow, version)
+        step = wf.step(name)
+        task = self.tw.app.tasks.get(step.task)
+        policy = step.retries or self._task_policy(step.task, task)
+
+        def finish(state: StepState, **kw: Any) -> dict[str, Any]:
+            outcome = self.act(self.runs.finish_step(wf, run_id, name, token, state, **kw))
+            return {"run": run_id, "step": name, "state": state.value,
+                    "applied": outcome.applied}
+
+        if started.tries > policy.max_retries + 1:
+            return finish(StepState.FAILED, error=f"delivered {started.tries} times (its "
+                          f"worker died each time); max_retries is {policy.max_retries}")
+        deps = self.runs.dependencies(run_id, step.depends_on)
+        for dep in step.depends_on:
+            state, reason, _ = deps[dep]
+            if state == StepState.FAILED.value or reason == SkipReason.UPSTREAM_FAILED.value:
+                return finish(StepState.SKIPPED, skip_reason=SkipReason.UPSTREAM_FAILED)
+            if state == StepState.SKIPPED.value and not step.run_if_skipped:
+                return finish(StepState.SKIPPED, skip_reason=SkipReason.UPSTREAM_SKIPPED)
+        document = {"input": run_input, "params": dict(step.params),
+                    "results": {dep: deps[dep][2] for dep in step.depends_on}}
+        try:
+            if step.when is not None and not evaluate(step.when, document, self.predicates):
+                return finish(StepState.SKIPPED, skip_reason=SkipReason.CONDITION)
+            if task is None:
+                raise LookupError(f"task {step.task!r} is not registered in this worker")
+            result = task.run(input=run_input, results=document["results"], **step.params)
+            json.dumps(result)  # the result goes to a JSON column and to dependents
+        except (Retry, Ignore, Reject):
+            raise
+        except Exception as exc:
+            if policy.retryable(exc) and started.tries <= policy.max_retries:
+                if not self.runs.requeue(run_id, name, token, describe(exc)):
+                    return {"run": run_id, "step": name, "state": "ignored"}
+                log.warning("workflow step retry", run=run_id, step=name, tries=started.tries,
+                            error=describe(exc))
+                raise wrapper.retry(countdown=policy.delay(started.tries - 1),
+                                    max_retries=None) from exc
+            log.warning("workflow step failed", run=run_id, step=name, error=describe(exc))
+            return finish(StepState.FAILED, error=describe(exc))
+        return finish(StepState.SUCCEEDED, result=result)
+
+    def _task_policy(self, name: str, task: Any) -> RetryPolicy:
+        options = getattr(task, "taskworks_options", {}) or {}
+        return self.tw.retry_policies.for_task(name, options)
+
+    # -- recovery ------------------------------------------------------------------
+    def sweep(self, grace: float = DISPATCH_GRACE) -> dict[str, int]:
+        """Republish lost dispatches, fail runs past their deadline and steps killed by
+        their hard time limit. Safe to run anywhere, any number of times."""
+        republished = 0
+        for stale in self.runs.undispatched(grace):
+            fresh = self.runs.renew(stale)
+            if fresh is not None:
+                self.publish([fresh])
+                republished += 1
+        timed_out = 0
+        for run_id in self.runs.expired_runs():
+            if self.act(self.runs.time_out(run_id), terminate=True).applied:
+                timed_out += 1
+        overdue = 0
+        default_limit = float(self.tw.settings.worker.time_limit)
+        for run_id, workflow, name, token, version, started_at in self.runs.overdue_steps(
+                now() - timedelta(seconds=TIME_LIMIT_GRACE)):
+            step = self.definition(workflow, version).step(name)
+            limit = step.timeout if step.timeout is not None else default_limit
+            if started_at + timedelta(seconds=limit + TIME_LIMIT_GRACE) < now():
+                wf = self.definition(workflow, version)
+                outcome = self.runs.finish_step(
+                    wf, run_id, name, token, StepState.FAILED,
+                    error=f"exceeded its time limit of {limit}s")
+                overdue += int(self.act(outcome).applied)
+        if republished or timed_out or overdue:
+            log.info("workflow sweep", republished=republished, timed_out=timed_out,
+                     overdue=overdue)
+        return {"republished": republished, "timed_out": timed_out, "overdue": overdue}

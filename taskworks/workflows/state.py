@@ -1,0 +1,532 @@
+"""Durable run state in the SQL store, and the one transaction per step completion.
+
+Exactly-once dispatch rests on three rules:
+
+1. Every transaction that changes a run first takes the run's row lock (``UPDATE
+   workflow_runs ... WHERE id = :run AND state = 'RUNNING'``): completions, cancel,
+   resume and the sweep of one run are serialised (PostgreSQL row lock; SQLite has a
+   single writer anyway), so a cancel and a completion never interleave and the
+   run's ``remaining`` counter and the steps' ``waiting`` counters stay exact.
+2. A step changes state only through a conditional UPDATE (``WHERE state = 'RUNNING'
+   AND token = :token``, ``WHERE state = 'PENDING' AND waiting <= 0``); only the
+   transaction whose UPDATE matched the row acts on it. A duplicate completion (a
+   redelivered message, a late finisher after a cancel) matches nothing and does
+   nothing.
+3. A claimed step gets a fresh ``token``; only a message carrying the step's current
+   token may run it. The message is published *after* commit; ``dispatched`` is set
+   once it was published, so the sweep can republish (with a new token) a step whose
+   publisher died between commit and publish, and a stray older message is ignored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from taskworks.errors import InvalidInput
+from taskworks.store.engine import Store
+from taskworks.store.tables import WorkflowDefinition, WorkflowRun, WorkflowStepRun
+from taskworks.workflows.model import (
+    OnFailure,
+    RunState,
+    SkipReason,
+    StepState,
+    Workflow,
+    workflow_from_dict,
+)
+
+Steps = WorkflowStepRun
+Runs = WorkflowRun
+#: names per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+CHUNK = 2000
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were written as UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def task_id(token: str, name: str) -> str:
+    """The Celery task id of the message that runs ``name`` with ``token``."""
+    return f"{token}.{name}"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    run_id: str
+    name: str
+    token: str
+
+    @property
+    def task_id(self) -> str:
+        return task_id(self.token, self.name)
+
+
+@dataclass
+class Outcome:
+    """What a transaction decided, to act on after commit."""
+
+    dispatch: list[Dispatch] = field(default_factory=list)
+    revoke: list[str] = field(default_factory=list)
+    run_state: RunState | None = None
+    applied: bool = False
+
+
+@dataclass(frozen=True)
+class Started:
+    attempt: int
+    tries: int
+
+
+def _chunks(names: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(names), CHUNK):
+        yield names[i:i + CHUNK]
+
+
+def _rows(session: Session, stmt: Any) -> CursorResult[Any]:
+    return cast(CursorResult[Any], session.execute(
+        stmt, execution_options={"synchronize_session": False}))
+
+
+class RunStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._definitions: dict[tuple[str, int], Workflow] = {}
+
+    # -- definitions ---------------------------------------------------------------
+    def save_definition(self, wf: Workflow) -> bool:
+        """Store a version; True if new. The same version with another body is refused."""
+        body = wf.to_dict()
+        for _ in range(2):
+            existing = self._stored(wf.name, wf.version)
+            if existing is not None:
+                if existing != body:
+                    raise InvalidInput(
+                        "version", wf.version, f"a new version for workflow {wf.name!r}: "
+                        "this version is registered with another definition")
+                return False
+            try:
+                with self.store.session() as session:
+                    session.add(WorkflowDefinition(name=wf.name, version=wf.version,
+                                                   definition=body))
+                return True
+            except IntegrityError:
+                continue  # registered concurrently: compare with that one
+        return False
+
+    def _stored(self, name: str, version: int) -> Any:
+        with self.store.session() as session:
+            return session.scalar(select(WorkflowDefinition.definition).where(
+                WorkflowDefinition.name == name, WorkflowDefinition.version == version))
+
+    def latest_version(self, name: str) -> int | None:
+        with self.store.session() as session:
+            return session.scalar(select(func.max(WorkflowDefinition.version)).where(
+                WorkflowDefinition.name == name))
+
+    def definition(self, name: str, version: int) -> Workflow:
+        """A stored version (immutable, so cached)."""
+        key = (name, version)
+        if key not in self._definitions:
+            body = self._stored(name, version)
+            if body is None:
+                raise InvalidInput("workflow", f"{name} v{version}", "a registered workflow")
+            self._definitions[key] = workflow_from_dict(body)
+        return self._definitions[key]
+
+    def definitions(self) -> list[tuple[str, int, datetime]]:
+        with self.store.session() as session:
+            rows = session.execute(select(
+                WorkflowDefinition.name, WorkflowDefinition.version,
+                WorkflowDefinition.created_at,
+            ).order_by(WorkflowDefinition.name, WorkflowDefinition.version)).all()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- starting ------------------------------------------------------------------
+    def create_run(self, wf: Workflow, run_input: Any, run_id: str | None = None) -> tuple[
+            str, list[Dispatch]]:
+        run_id = run_id or str(uuid.uuid4())
+        token = uuid.uuid4().hex
+        at = now()
+        roots = [s.name for s in wf.steps if not s.depends_on]
+        with self.store.session() as session:
+            session.add(Runs(
+                id=run_id, workflow=wf.name, version=wf.version, input=run_input,
+                state=RunState.RUNNING.value, remaining=len(wf.steps), resumes=0,
+                created_at=at, updated_at=at,
+                deadline=at + timedelta(seconds=wf.timeout) if wf.timeout else None))
+            session.flush()
+            session.execute(insert(Steps), [
+                {"run_id": run_id, "name": s.name, "waiting": len(s.depends_on),
+                 "attempt": 1, "tries": 0, "dispatched": False,
+                 "state": (StepState.PENDING if s.depends_on else StepState.QUEUED).value,
+                 "token": None if s.depends_on else token,
+                 "queued_at": None if s.depends_on else at}
+                for s in wf.steps
+            ])
+        return run_id, [Dispatch(run_id, name, token) for name in roots]
+
+    def mark_dispatched(self, dispatches: Sequence[Dispatch]) -> None:
+        by_token: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for d in dispatches:
+            by_token[(d.run_id, d.token)].append(d.name)
+        with self.store.session() as session:
+            for (run_id, token), names in by_token.items():
+                for chunk in _chunks(names):
+                    _rows(session, update(Steps).where(
+                        Steps.run_id == run_id, Steps.token == token,
+                        Steps.name.in_(chunk)).values(dispatched=True))
+
+    # -- a step's life -------------------------------------------------------------
+    def start_step(self, run_id: str, name: str, token: str, *, redelivered: bool,
+                   celery_id: str | None) -> Started | None:
+        """QUEUED -> RUNNING for the message holding the current token; a redelivered
+        message (its worker died) may take a RUNNING step again. None: not ours to run."""
+        allowed = [StepState.QUEUED.value]
+        if redelivered:
+            allowed.append(StepState.RUNNING.value)
+        with self.store.session() as session:
+            row: Any = _rows(session, update(Steps).where(
+                Steps.run_id == run_id, Steps.name == name, Steps.token == token,
+                Steps.state.in_(allowed),
+            ).values(state=StepState.RUNNING.value, tries=Steps.tries + 1, started_at=now(),
+                     task_id=celery_id, dispatched=True,
+                     ).returning(Steps.attempt, Steps.tries)).first()
+        return None if row is None else Started(attempt=row[0], tries=row[1])
+
+    def requeue(self, run_id: str, name: str, token: str, error: str) -> bool:
+        """RUNNING -> QUEUED while a retry of the same message is pending."""
+        with self.store.session() as session:
+            return _rows(session, update(Steps).where(
+                Steps.run_id == run_id, Steps.name == name, Steps.token == token,
+                Steps.state == StepState.RUNNING.value,
+            ).values(state=StepState.QUEUED.value, error=error)).rowcount == 1
+
+    def run_info(self, run_id: str) -> tuple[str, int, Any]:
+        with self.store.session() as session:
+            row = session.execute(select(Runs.workflow, Runs.version, Runs.input).where(
+                Runs.id == run_id)).first()
+        if row is None:
+            raise InvalidInput("run_id", run_id, "the id of a workflow run")
+        return row[0], row[1], row[2]
+
+    def dependencies(self, run_id: str, names: Sequence[str]) -> dict[str, tuple[
+            str, str | None, Any]]:
+        """state, skip reason and result of the named steps."""
+        out: dict[str, tuple[str, str | None, Any]] = {}
+        with self.store.session() as session:
+            for chunk in _chunks(list(names)):
+                for row in session.execute(select(
+                        Steps.name, Steps.state, Steps.skip_reason, Steps.result).where(
+                        Steps.run_id == run_id, Steps.name.in_(chunk))):
+                    out[row[0]] = (row[1], row[2], row[3])
+        return out
+
+    def finish_step(self, wf: Workflow, run_id: str, name: str, token: str,
+                    state: StepState, *, result: Any = None, error: str | None = None,
+                    skip_reason: SkipReason | None = None) -> Outcome:
+        """Record a step's end and claim the dependents it made ready: one transaction."""
+        outcome = Outcome()
+        with self.store.session() as session:
+            if not self._lock_run(session, run_id):
+                return outcome  # cancelled, failed fast or timed out meanwhile
+            recorded = _rows(session, update(Steps).where(
+                Steps.run_id == run_id, Steps.name == name, Steps.token == token,
+                Steps.state == StepState.RUNNING.value,
+            ).values(state=state.value, finished_at=now(), result=result, error=error,
+                     skip_reason=skip_reason.value if skip_reason else None)).rowcount
+            if recorded != 1:
+                return outcome  # a duplicate: the first completion already acted
+            outcome.applied = True
+            done, ready = self._propagate(session, wf, run_id, [(name, state, skip_reason)])
+            if state is StepState.FAILED and wf.step(name).on_failure is OnFailure.FAIL_FAST:
+                outcome.revoke = self._stop(session, run_id, RunState.FAILED,
+                                            error=error, failed_step=name)
+                outcome.run_state = RunState.FAILED
+                return outcome
+            if state is StepState.FAILED:
+                # continue: the first failure names the run's failure; branches go on
+                _rows(session, update(Runs).where(
+                    Runs.id == run_id, Runs.failed_step.is_(None),
+                ).values(failed_step=name, error=error))
+            outcome.dispatch = self._claim(session, run_id, ready)
+            outcome.run_state = self._count_done(session, run_id, done)
+            if outcome.run_state is None and self._expired(session, run_id):
+                outcome.revoke = self._stop(session, run_id, RunState.FAILED,
+                                            error="run timed out", failed_step=None)
+                outcome.dispatch = []
+                outcome.run_state = RunState.FAILED
+        return outcome
+
+    # -- the pieces of a completion ------------------------------------------------
+    @staticmethod
+    def _lock_run(session: Session, run_id: str) -> bool:
+        return _rows(session, update(Runs).where(
+            Runs.id == run_id, Runs.state == RunState.RUNNING.value,
+        ).values(updated_at=now())).rowcount == 1
+
+    @staticmethod
+    def _propagate(session: Session, wf: Workflow, run_id: str,
+                   finished: list[tuple[str, StepState, SkipReason | None]],
+                   ) -> tuple[int, list[str]]:
+        """Count down the dependents of finished steps; skip those a skip or a failure
+        reaches (transitively). Returns (steps now final, steps whose count moved)."""
+        dependents = wf.dependents()
+        done = len(finished)
+        touched: list[str] = []
+        while finished:
+            decrement: Counter[str] = Counter()
+            skips: dict[SkipReason, list[str]] = defaultdict(list)
+            for name, state, reason in finished:
+                for dep_name in dependents[name]:
+                    dep = wf.step(dep_name)
+                    failed = state is StepState.FAILED or reason is SkipReason.UPSTREAM_FAILED
+                    if state is StepState.SUCCEEDED or (
+                            state is StepState.SKIPPED and not failed and dep.run_if_skipped):
+                        decrement[dep_name] += 1
+                    else:
+                        skips[SkipReason.UPSTREAM_FAILED if failed
+                              else SkipReason.UPSTREAM_SKIPPED].append(dep_name)
+            by_count: dict[int, list[str]] = defaultdict(list)
+            for dep_name, count in decrement.items():
+                by_count[count].append(dep_name)
+            for count, names in by_count.items():
+                for chunk in _chunks(names):
+                    _rows(session, update(Steps).where(
+                        Steps.run_id == run_id, Steps.name.in_(chunk),
+                    ).values(waiting=Steps.waiting - count))
+            touched += list(decrement)
+            finished = []
+            for reason, names in skips.items():
+                for chunk in _chunks(sorted(set(names))):
+                    skipped = _rows(session, update(Steps).where(
+                        Steps.run_id == run_id, Steps.name.in_(chunk),
+                        Steps.state == StepState.PENDING.value,
+                    ).values(state=StepState.SKIPPED.value, skip_reason=reason.value,
+                             finished_at=now()).returning(Steps.name)).scalars().all()
+                    finished += [(n, StepState.SKIPPED, reason) for n in skipped]
+            done += len(finished)
+        return done, touched
+
+    @staticmethod
+    def _claim(session: Session, run_id: str, names: Sequence[str]) -> list[Dispatch]:
+        """PENDING -> QUEUED for those whose dependencies are all done: the row count of
+        this conditional UPDATE is the one decision that a step is dispatched."""
+        if not names:
+            return []
+        token = uuid.uuid4().hex
+        claimed: list[str] = []
+        for chunk in _chunks(sorted(set(names))):
+            claimed += _rows(session, update(Steps).where(
+                Steps.run_id == run_id, Steps.name.in_(chunk),
+                Steps.state == StepState.PENDING.value, Steps.waiting <= 0,
+            ).values(state=StepState.QUEUED.value, token=token, queued_at=now(),
+                     dispatched=False).returning(Steps.name)).scalars().all()
+        return [Dispatch(run_id, name, token) for name in claimed]
+
+    @staticmethod
+    def _count_done(session: Session, run_id: str, done: int) -> RunState | None:
+        row: Any = _rows(session, update(Runs).where(Runs.id == run_id).values(
+            remaining=Runs.remaining - done).returning(Runs.remaining, Runs.failed_step),
+        ).first()
+        assert row is not None
+        if row[0] > 0:
+            return None
+        final = RunState.FAILED if row[1] is not None else RunState.SUCCEEDED
+        _rows(session, update(Runs).where(Runs.id == run_id).values(
+            state=final.value, finished_at=now()))
+        return final
+
+    @staticmethod
+    def _expired(session: Session, run_id: str) -> bool:
+        deadline = session.scalar(select(Runs.deadline).where(Runs.id == run_id))
+        moment = aware(deadline)
+        return moment is not None and moment < now()
+
+    @staticmethod
+    def _stop(session: Session, run_id: str, state: RunState, *, error: str | None,
+              failed_step: str | None) -> list[str]:
+        """End a locked run: every unfinished step CANCELLED; returns the Celery task ids
+        of those that were queued or running, to revoke after commit."""
+        at = now()
+        _rows(session, update(Runs).where(Runs.id == run_id).values(
+            state=state.value, finished_at=at, remaining=0, error=error,
+            failed_step=failed_step))
+        live: Any = _rows(session, update(Steps).where(
+            Steps.run_id == run_id,
+            Steps.state.in_([StepState.QUEUED.value, StepState.RUNNING.value]),
+        ).values(state=StepState.CANCELLED.value, finished_at=at).returning(
+            Steps.token, Steps.name)).all()
+        _rows(session, update(Steps).where(
+            Steps.run_id == run_id, Steps.state == StepState.PENDING.value,
+        ).values(state=StepState.CANCELLED.value, finished_at=at))
+        return [task_id(token, name) for token, name in live if token]
+
+    # -- run-level operations --------------------------------------------------------
+    def cancel(self, run_id: str) -> Outcome:
+        """Idempotent: a run already final is left as it is."""
+        outcome = Outcome()
+        with self.store.session() as session:
+            if not self._lock_run(session, run_id):
+                self._require(session, run_id)
+                return outcome
+            outcome.revoke = self._stop(session, run_id, RunState.CANCELLED,
+                                        error="cancelled", failed_step=None)
+            outcome.run_state = RunState.CANCELLED
+            outcome.applied = True
+        return outcome
+
+    def time_out(self, run_id: str) -> Outcome:
+        outcome = Outcome()
+        with self.store.session() as session:
+            if not self._lock_run(session, run_id) or not self._expired(session, run_id):
+                return outcome
+            outcome.revoke = self._stop(session, run_id, RunState.FAILED,
+                                        error="run timed out", failed_step=None)
+            outcome.run_state = RunState.FAILED
+            outcome.applied = True
+        return outcome
+
+    def resume(self, wf: Workflow, run_id: str) -> Outcome:
+        """Run again the failed, cancelled and failure-skipped steps and everything
+        downstream of them; succeeded steps keep their results."""
+        outcome = Outcome()
+        with self.store.session() as session:
+            reopened = _rows(session, update(Runs).where(
+                Runs.id == run_id,
+                Runs.state.in_([RunState.FAILED.value, RunState.CANCELLED.value]),
+            ).values(state=RunState.RUNNING.value, error=None, failed_step=None,
+                     finished_at=None, updated_at=now(), resumes=Runs.resumes + 1,
+                     deadline=now() + timedelta(seconds=wf.timeout) if wf.timeout else None,
+                     )).rowcount
+            if reopened != 1:
+                state = self._require(session, run_id)
+                raise InvalidInput("run", run_id,
+                                   f"a FAILED or CANCELLED run to retry (it is {state})")
+            states = {row[0]: (row[1], row[2]) for row in session.execute(select(
+                Steps.name, Steps.state, Steps.skip_reason).where(Steps.run_id == run_id))}
+            rerun = rerun_set(wf, states)
+            by_waiting: dict[int, list[str]] = defaultdict(list)
+            for name in rerun:
+                by_waiting[sum(1 for d in wf.step(name).depends_on if d in rerun)].append(name)
+            for waiting, names in by_waiting.items():
+                for chunk in _chunks(names):
+                    _rows(session, update(Steps).where(
+                        Steps.run_id == run_id, Steps.name.in_(chunk),
+                    ).values(state=StepState.PENDING.value, waiting=waiting,
+                             attempt=Steps.attempt + 1, tries=0, token=None, result=None,
+                             error=None, skip_reason=None, started_at=None,
+                             finished_at=None, queued_at=None, dispatched=False))
+            _rows(session, update(Runs).where(Runs.id == run_id).values(remaining=len(rerun)))
+            outcome.dispatch = self._claim(session, run_id, by_waiting.get(0, []))
+            outcome.run_state = RunState.RUNNING
+            outcome.applied = True
+        return outcome
+
+    @staticmethod
+    def _require(session: Session, run_id: str) -> str:
+        state = session.scalar(select(Runs.state).where(Runs.id == run_id))
+        if state is None:
+            raise InvalidInput("run_id", run_id, "the id of a workflow run")
+        return str(state)
+
+    # -- recovery --------------------------------------------------------------------
+    def undispatched(self, older_than: float) -> list[Dispatch]:
+        """QUEUED steps whose message was never published (the publisher died)."""
+        cutoff = now() - timedelta(seconds=older_than)
+        with self.store.session() as session:
+            rows = session.execute(select(Steps.run_id, Steps.name, Steps.token).where(
+                Steps.state == StepState.QUEUED.value, Steps.dispatched.is_(False),
+                Steps.queued_at < cutoff)).all()
+        return [Dispatch(r[0], r[1], r[2]) for r in rows if r[2]]
+
+    def renew(self, stale: Dispatch) -> Dispatch | None:
+        """A new token for an undispatched step: any older message becomes inert."""
+        token = uuid.uuid4().hex
+        with self.store.session() as session:
+            if not self._lock_run(session, stale.run_id):
+                return None
+            renewed = _rows(session, update(Steps).where(
+                Steps.run_id == stale.run_id, Steps.name == stale.name,
+                Steps.token == stale.token, Steps.state == StepState.QUEUED.value,
+                Steps.dispatched.is_(False),
+            ).values(token=token, queued_at=now())).rowcount
+        return Dispatch(stale.run_id, stale.name, token) if renewed == 1 else None
+
+    def expired_runs(self) -> list[str]:
+        with self.store.session() as session:
+            return list(session.scalars(select(Runs.id).where(
+                Runs.state == RunState.RUNNING.value, Runs.deadline < now())))
+
+    def overdue_steps(self, started_before: datetime) -> list[tuple[str, str, str, str,
+                                                                      int, datetime]]:
+        """RUNNING steps started before a moment: (run, workflow, step, token, version,
+        started_at), for the sweep to compare with each step's time limit."""
+        with self.store.session() as session:
+            rows = session.execute(select(
+                Steps.run_id, Runs.workflow, Steps.name, Steps.token, Runs.version,
+                Steps.started_at,
+            ).join(Runs, Runs.id == Steps.run_id).where(
+                Steps.state == StepState.RUNNING.value, Steps.started_at < started_before,
+                Runs.state == RunState.RUNNING.value)).all()
+        return [(r[0], r[1], r[2], r[3] or "", r[4], aware(r[5]) or now()) for r in rows]
+
+    # -- reading ---------------------------------------------------------------------
+    def run_row(self, run_id: str) -> WorkflowRun:
+        with self.store.session() as session:
+            row = session.get(Runs, run_id)
+            if row is None:
+                raise InvalidInput("run_id", run_id, "the id of a workflow run")
+            session.expunge(row)
+            return row
+
+    def step_rows(self, run_id: str) -> list[WorkflowStepRun]:
+        with self.store.session() as session:
+            rows = list(session.scalars(select(Steps).where(Steps.run_id == run_id)))
+            for row in rows:
+                session.expunge(row)
+            return rows
+
+    def runs(self, workflow: str | None = None, limit: int = 50) -> list[WorkflowRun]:
+        with self.store.session() as session:
+            stmt = select(Runs).order_by(Runs.created_at.desc()).limit(limit)
+            if workflow:
+                stmt = stmt.where(Runs.workflow == workflow)
+            rows = list(session.scalars(stmt))
+            for row in rows:
+                session.expunge(row)
+            return rows
+
+
+def rerun_set(wf: Workflow, states: dict[str, tuple[str, str | None]]) -> set[str]:
+    """Steps a resume runs again: failed, cancelled, skipped because of a failure, and
+    every step downstream of those that has not succeeded."""
+    seeds = {
+        name for name, (state, reason) in states.items()
+        if state in (StepState.FAILED.value, StepState.CANCELLED.value)
+        or (state == StepState.SKIPPED.value and reason == SkipReason.UPSTREAM_FAILED.value)
+    }
+    dependents = wf.dependents()
+    rerun: set[str] = set()
+    todo = list(seeds)
+    while todo:
+        name = todo.pop()
+        if name in rerun or states.get(name, ("", None))[0] == StepState.SUCCEEDED.value:
+            continue
+        rerun.add(name)
+        todo += dependents.get(name, [])
+    return rerun

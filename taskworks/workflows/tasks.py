@@ -1,0 +1,34 @@
+"""The workflow built-in tasks: the step wrapper and the periodic recovery sweep."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from taskworks.runtime.retry import RetryPolicy
+from taskworks.workflows.engine import STEP_TASK, SWEEP_TASK
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+#: the wrapper's own policy only covers infrastructure errors (store or broker down):
+#: a step's failures are decided by the step's policy inside the wrapper
+WRAPPER_POLICY = RetryPolicy(max_retries=100, base_delay=1.0, max_delay=60.0)
+SWEEP_EVERY = 30.0
+
+
+def register(tw: Taskworks) -> None:
+    @tw.task(name=STEP_TASK, bind=True, retry_policy=WRAPPER_POLICY)
+    def _workflow_step(self: Any, run_id: str, step: str, token: str) -> dict[str, Any]:
+        return tw.workflows.engine.execute(self, run_id, step, token)
+
+    @tw.task(name=SWEEP_TASK)
+    def _workflow_sweep() -> dict[str, int]:
+        return tw.workflows.recover()
+
+    schedule = tw.app.conf.beat_schedule
+    if schedule is not None and not any(e.get("task") == SWEEP_TASK for e in schedule.values()):
+        schedule["taskworks-workflows-sweep"] = {
+            "task": SWEEP_TASK, "schedule": timedelta(seconds=SWEEP_EVERY),
+            "args": (), "kwargs": {}, "options": {},
+        }

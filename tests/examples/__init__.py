@@ -1,0 +1,1 @@
+"""The seed's task patterns (examples/), run on real workers."""

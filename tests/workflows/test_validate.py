@@ -1,0 +1,149 @@
+"""Every kind of invalid definition gives its clear error, all of them at once."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskworks.errors import InvalidInput, WorkflowInvalid
+from taskworks.workflows import Condition, Step, Workflow, load_file, workflow_from_dict
+from tests.workflows.conftest import unique
+
+
+def problems(tw: Any, *steps: Step, **kwargs: Any) -> list[str]:
+    with pytest.raises(WorkflowInvalid) as info:
+        tw.workflows.register(Workflow(unique("bad"), tuple(steps), **kwargs))
+    return info.value.errors
+
+
+def test_every_problem_is_reported_at_once_with_its_location(tw: Any) -> None:
+    errors = problems(
+        tw,
+        Step("a", "wf.record"),
+        Step("a", "wf.record"),
+        Step("clean", "wf.record", depends_on=("x",)),
+        Step("t", "no.such.task", queue="nowhere", priority=12),
+        Step("w", "wf.record", when=Condition("value_greater_than", field="input.n",
+                                               value="big")),
+    )
+    assert errors == [
+        "steps[1] (a).name: duplicate step name 'a' (first at steps[0])",
+        "steps[2] (clean).depends_on: unknown step 'x'",
+        "steps[3] (t).task: unknown task 'no.such.task' (not registered on the app)",
+        "steps[3] (t).queue: unknown queue 'nowhere' (known: cpu_intensive, default, "
+        "io_intensive, priority, scheduled)",
+        "steps[3] (t).priority: got 12, expected 0-9",
+        "steps[4] (w).when.value: got 'big', expected a number",
+    ]
+
+
+def test_cycle_prints_its_path(tw: Any) -> None:
+    errors = problems(tw, Step("a", "wf.record", depends_on=("c",)),
+                      Step("b", "wf.record", depends_on=("a",)),
+                      Step("c", "wf.record", depends_on=("b",)),
+                      Step("d", "wf.record"))
+    assert len(errors) == 1
+    assert errors[0].startswith("depends_on: cycle ")
+    path = errors[0].removeprefix("depends_on: cycle ").split(" -> ")
+    assert path[0] == path[-1]
+    assert sorted(path[:-1]) == ["a", "b", "c"]
+    # each arrow points from a step to one of its dependents
+    deps = {"a": "c", "b": "a", "c": "b"}
+    assert all(deps[after] == before for before, after in itertools.pairwise(path))
+
+
+def test_self_dependency_and_bad_conditions(tw: Any) -> None:
+    errors = problems(
+        tw,
+        Step("s", "wf.record", depends_on=("s",)),
+        Step("p", "wf.record", when=Condition("predicate", name="nope")),
+        Step("k", "wf.record", when=Condition("regex_match", field="input.x")),
+        Step("f", "wf.record", when=Condition("field_exists", field="elsewhere.x")),
+        Step("t", "wf.record", soft_timeout=10, timeout=5),
+    )
+    assert errors == [
+        "steps[0] (s).depends_on: a step cannot depend on itself",
+        "steps[1] (p).when.name: unknown predicate 'nope' (registered: input_is_large)",
+        "steps[2] (k).when.type: got 'regex_match', expected one of value_equals, "
+        "value_greater_than, field_exists, predicate",
+        "steps[3] (f).when.field: got 'elsewhere.x', expected a path starting with input., "
+        "params. or results.",
+        "steps[4] (t).soft_timeout: 10 must be below timeout 5",
+    ]
+
+
+def test_message_lists_every_problem(tw: Any) -> None:
+    with pytest.raises(WorkflowInvalid) as info:
+        tw.workflows.register(Workflow("w", (Step("a", "x"), Step("b", "y"))))
+    text = str(info.value)
+    assert "found 2 problem(s)" in text
+    assert "steps[0] (a).task" in text
+    assert "steps[1] (b).task" in text
+    assert isinstance(info.value, InvalidInput)
+
+
+def test_file_shape_errors_name_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps:\n  - name: a\n    task: t\n    depends_on: 3\n")
+    with pytest.raises(InvalidInput, match=r"steps\[0\] \(a\)\.depends_on: got 3"):
+        load_file(bad)
+    bad.write_text("name: x\nsteps: [ {name: a, task: t, colour: red} ]\n")
+    with pytest.raises(InvalidInput, match=r"steps\[0\]\.colour: got 'red'"):
+        load_file(bad)
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(InvalidInput, match="valid YAML or JSON"):
+        load_file(bad)
+    with pytest.raises(InvalidInput, match="readable file"):
+        load_file(tmp_path / "missing.yaml")
+    with pytest.raises(InvalidInput, match="on_failure"):
+        workflow_from_dict({"name": "x", "steps": [{"name": "a", "task": "t",
+                                                     "on_failure": "explode"}]})
+    with pytest.raises(InvalidInput, match=r"steps\[0\] \(a\)\.retries\.max_retries: got -1"):
+        workflow_from_dict({"name": "x", "steps": [{"name": "a", "task": "t",
+                                                     "retries": {"max_retries": -1}}]})
+
+
+def test_yaml_round_trip_and_version_rules(tw: Any, tmp_path: Path) -> None:
+    name = unique("yaml")
+    path = tmp_path / "wf.yaml"
+    path.write_text(f"""
+name: {name}
+version: 2
+timeout: 60
+steps:
+  - name: a
+    task: wf.record
+    params: {{label: a}}
+    retries: {{max_retries: 2, base_delay: 0.1}}
+  - name: b
+    task: wf.record
+    depends_on: [a]
+    queue: default
+    priority: 7
+    when: {{type: value_equals, field: input.go, value: true}}
+    on_failure: continue
+    run_if_skipped: true
+""")
+    wf = tw.workflows.register(path)
+    assert wf.version == 2
+    assert wf.step("b").when == Condition("value_equals", "input.go", True)
+    assert wf.step("a").retries is not None
+    assert wf.step("a").retries.max_retries == 2
+    assert workflow_from_dict(wf.to_dict()) == wf
+    tw.workflows.register(path)  # the same version again: a no-op
+    changed = Workflow(name, (Step("a", "wf.record"),), version=2)
+    with pytest.raises(InvalidInput, match="version"):
+        tw.workflows.register(changed)
+    tw.workflows.register(Workflow(name, (Step("a", "wf.record"),), version=3))
+    assert (name, 3) in {(n, v) for n, v, _ in tw.workflows.definitions()}
+
+
+def test_start_errors(tw: Any) -> None:
+    with pytest.raises(InvalidInput, match="registered workflow"):
+        tw.workflows.start("never-registered")
+    wf = tw.workflows.register(Workflow(unique("in"), (Step("a", "wf.record"),)))
+    with pytest.raises(InvalidInput, match="JSON"):
+        tw.workflows.start(wf.name, {"x": object()})
