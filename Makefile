@@ -27,6 +27,11 @@ system-deps:
 		echo "installing PostgreSQL (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
+	@# Debian's Chromium for the dashboard's Playwright tests (never `playwright install`)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing Chromium (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

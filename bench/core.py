@@ -41,9 +41,11 @@ class Sizes:
     def named(cls, name: str, runs: int | None = None) -> Sizes:
         if name == "full":
             return cls(20_000, 20_000, 2_000, runs or 3, 1_000)
+        if name == "small":  # a quick look while working on something
+            return cls(2_000, 2_000, 200, runs or 3, 200)
         if name == "tiny":
             return cls(50, 50, 20, runs or 1, 10)
-        raise ValueError(f"size: expected full or tiny, got {name!r}")
+        raise ValueError(f"size: expected full, small or tiny, got {name!r}")
 
 
 def free_port() -> int:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
+import traceback
 from pathlib import Path
 
 from bench.core import SCENARIOS, BenchEnv, Figure, Sizes
 
 
+def _exit_on_term(signum: int, _frame: object) -> None:
+    # SIGTERM (a timeout, Ctrl-C in make) unwinds like an exception: workers and Valkey stop
+    raise SystemExit(128 + signum)
+
+
 def run(sizes: Sizes, size_name: str, out: Path, only: list[str] | None = None) -> Path:
+    signal.signal(signal.SIGTERM, _exit_on_term)
     env = BenchEnv()
     # the side modules (Dramatiq's broker) and worker processes read the URL from here
     os.environ["BENCH_BROKER_URL"] = env.url
@@ -24,6 +32,7 @@ def run(sizes: Sizes, size_name: str, out: Path, only: list[str] | None = None) 
     chosen = [s for name, s in SCENARIOS.items() if not only or name in only]
     began = time.monotonic()
     figures: list[Figure] = []
+    failed: dict[str, str] = {}
     try:
         valkey = str(env.redis.info("server").get("valkey_version")
                      or env.redis.info("server").get("redis_version"))
@@ -31,7 +40,13 @@ def run(sizes: Sizes, size_name: str, out: Path, only: list[str] | None = None) 
         for scenario in chosen:
             print(f"[bench] {scenario.name} ...", flush=True)
             t0 = time.monotonic()
-            found = scenario.run(env, sizes)
+            try:
+                found = scenario.run(env, sizes)
+            except Exception as exc:  # one broken scenario must not lose the others' figures
+                traceback.print_exc()
+                failed[scenario.name] = f"{type(exc).__name__}: {exc}"[:500]
+                env.reset()
+                continue
             figures += found
             for figure in found:
                 summary = ", ".join(f"{k}={figure.median(k):.3g}" for k in figure.samples)
@@ -42,8 +57,11 @@ def run(sizes: Sizes, size_name: str, out: Path, only: list[str] | None = None) 
     out.mkdir(parents=True, exist_ok=True)
     elapsed = time.monotonic() - began
     md = out / "latest.md"
-    md.write_text(report.markdown(chosen, figures, described, sizes, size_name, elapsed))
+    md.write_text(report.markdown(chosen, figures, described, sizes, size_name, elapsed,
+                                  failed))
     report.chart(chosen, figures, out / "latest.png")
     (out / "latest.raw.json").write_text(report.raw(figures, described, sizes))
     print(f"[bench] wrote {md}", flush=True)
+    if failed:
+        raise SystemExit(f"[bench] failed scenarios: {', '.join(failed)}")
     return md

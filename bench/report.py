@@ -12,7 +12,8 @@ from bench.core import Figure, Scenario, Sizes
 
 
 def markdown(scenarios: list[Scenario], figures: list[Figure], machine: dict[str, str],
-             sizes: Sizes, size_name: str, seconds: float) -> str:
+             sizes: Sizes, size_name: str, seconds: float,
+             failed: dict[str, str] | None = None) -> str:
     lines = [
         "# taskworks benchmarks: latest run", "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, size `{size_name}` "
@@ -24,6 +25,10 @@ def markdown(scenarios: list[Scenario], figures: list[Figure], machine: dict[str
     ]
     lines += [f"- **{k}**: {v}" for k, v in machine.items()]
     lines.append("")
+    if failed:
+        lines += ["## Failed scenarios", ""]
+        lines += [f"- **{name}**: {error}" for name, error in failed.items()]
+        lines.append("")
     all_ratios = [(s, r) for s in scenarios for r in s.ratios]
     if all_ratios:
         lines += ["## Targets", "", "| ratio | measured | target | met |", "|---|---:|---:|:---:|"]
@@ -37,6 +42,8 @@ def markdown(scenarios: list[Scenario], figures: list[Figure], machine: dict[str
         lines.append("")
     for scenario in scenarios:
         mine = [f for f in figures if f.scenario == scenario.name]
+        if not mine:
+            continue
         lines += [f"## {scenario.title}", "", scenario.measures, ""]
         lines.append("| side | " + " | ".join(c.title for c in scenario.columns) + " |")
         lines.append("|---|" + "---:|" * len(scenario.columns))
@@ -57,7 +64,8 @@ def chart(scenarios: list[Scenario], figures: list[Figure], path: Path) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    shown = [s for s in scenarios if s.chart_metric]
+    shown = [s for s in scenarios
+             if s.chart_metric and any(f.scenario == s.name for f in figures)]
     fig, axes = plt.subplots(len(shown), 1, figsize=(9, 3.2 * max(1, len(shown))),
                              squeeze=False)
     for ax, scenario in zip(axes[:, 0], shown, strict=True):
@@ -68,7 +76,12 @@ def chart(scenarios: list[Scenario], figures: list[Figure], path: Path) -> None:
                   for n in names]
         ax.barh(names, values, color=colors)
         ax.invert_yaxis()
-        ax.set_title(scenario.chart_label, fontsize=10)
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) / min(positive) > 50:
+            ax.set_xscale("log")  # a floor 100x faster would flatten every other bar
+            ax.set_title(scenario.chart_label + ", log scale", fontsize=10)
+        else:
+            ax.set_title(scenario.chart_label, fontsize=10)
         for y, value in enumerate(values):
             ax.text(value, y, f" {value:,.1f}" if value < 100 else f" {value:,.0f}",
                     va="center", fontsize=8)

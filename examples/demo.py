@@ -18,6 +18,9 @@ sys.path.insert(0, str(ROOT))
 
 from examples.demo_app import tw  # noqa: E402
 from examples.demo_runtime import RuntimeDemo  # noqa: E402
+from examples.flaky_service import breaker_scenario  # noqa: E402
+from examples.mapreduce_demo import mapreduce_scenario  # noqa: E402
+from examples.workflows.scenario import workflow_scenario  # noqa: E402
 from taskworks import logs  # noqa: E402
 from taskworks.stack import Stack  # noqa: E402
 from taskworks.store.migrate import upgrade  # noqa: E402
@@ -70,6 +73,12 @@ def main() -> int:
         topology_scenario()
         builtin_scenario()
         RuntimeDemo(tw, console).run()
+        console.rule("resilience: a circuit breaker shared by every worker")
+        breaker_scenario(tw, console)
+        console.rule("workflows: the seed's data_processing and conditional_processing")
+        workflow_scenario(tw, console)
+        console.rule("map-reduce: the seed's distributed processing example")
+        mapreduce_scenario(tw, console)
     finally:
         stack.stop()
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s; stack stopped cleanly")

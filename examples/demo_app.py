@@ -9,10 +9,12 @@ import time
 from typing import Any
 
 from examples import patterns
+from examples.workflows import steps as workflow_steps
 from taskworks import Taskworks
 
 tw = Taskworks()
 patterns.register(tw)  # the seed's task patterns (examples/patterns.py)
+workflow_steps.register(tw)  # the step tasks of the seed's workflows (examples/workflows/)
 
 
 def _where(task: Any) -> dict[str, Any]:

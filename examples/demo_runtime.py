@@ -126,7 +126,7 @@ class RuntimeDemo:
             self.console.print(f"    {line}", markup=False)
         self.console.print(f"  result: {result['processed_count']} items, "
                            f"{result['invalid_count']} invalid, checksum {result['checksum']}; "
-                           f"stored in processing_results", markup=False)
+                           f"stored in example_processing_results", markup=False)
 
     def email_with_retries(self) -> None:
         handler = BusySmtp(busy=2)

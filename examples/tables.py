@@ -35,7 +35,7 @@ datasets = Table(
     Column("data", JSON, nullable=False),  # a JSON array of items
 )
 processing_results = Table(
-    "processing_results", metadata,
+    "example_processing_results", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     # one result per task: a redelivered task finds its result instead of adding another
     Column("task_id", String(64), nullable=False, unique=True),

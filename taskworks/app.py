@@ -11,6 +11,7 @@ from kombu import Queue
 
 from taskworks import signals, topology
 from taskworks.errors import InvalidInput
+from taskworks.mapreduce.jobs import Jobs
 from taskworks.resilience.breaker_registry import Breakers
 from taskworks.resilience.ratelimit import RateLimits
 from taskworks.runtime.chain import default_runtime
@@ -96,6 +97,8 @@ class Taskworks:
         self.dead_letters = DeadLetterStore(self.store)
         #: durable DAG workflows: ``tw.workflows.register(wf)``, ``.start(name, input)``
         self.workflows = Workflows(self)
+        #: map-reduce jobs: ``tw.jobs.start(dataset, function, params, partition_size)``
+        self.jobs = Jobs(self)
         signals.connect(self)
         from taskworks.tasks import builtin  # here: the built-ins need a Taskworks to bind to
 
@@ -216,7 +219,9 @@ class Taskworks:
         Each item is a list or tuple of positional arguments, a dict of keyword arguments,
         or a 2-tuple ``(args, kwargs)``. Every item is checked before anything is sent.
         Routing is decided once, by task name and ``queue`` (function routers that look at
-        the arguments are not consulted per message). Returns the task ids, in order.
+        the arguments are not consulted per message). A ``task-sent`` event goes with each
+        message when the app sends them and a monitor is subscribed to receive them.
+        Returns the task ids, in order.
         """
         from celery import signals as celery_signals
         from celery.utils import uuid
@@ -272,6 +277,15 @@ class Taskworks:
             self.app.thread_oid, task.time_limit, task.soft_time_limit)
         with self.app.producer_or_acquire() as producer:
             producer.maybe_declare(target)
+            client: Any = getattr(producer.channel, "client", None)
+            if send_event and hasattr(client, "pubsub_numpat"):
+                # Redis pub/sub drops what nobody listens to: with no monitor subscribed,
+                # the task-sent events would cost half the time and reach no one
+                pipe = client.pipeline(transaction=False)
+                pipe.pubsub_numpat()
+                pipe.pubsub_channels(f"*{conf.event_exchange}*")
+                patterns, channels = pipe.execute()
+                send_event = bool(patterns or channels)
             events = self.app.events.Dispatcher(connection=producer.connection, enabled=False) \
                 if send_event else None
             # kombu's transport-owned batch: its Redis publishes go through one pipeline

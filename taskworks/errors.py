@@ -6,6 +6,9 @@
     │   └── PortInUse        the configured port belongs to another program
     ├── StoreError           the SQL store could not be opened or migrated
     ├── BreakerOpen          a circuit breaker refused a call (carries name, retry_after)
+    ├── Deferred             why a task was put off without spending a retry (journaled)
+    │   ├── RateLimited      its cluster-wide rate limit had no token (name, retry_after)
+    │   └── DuplicateRunning the same idempotent call is running (task_id)
     ├── HttpCallError        an HTTP call (taskworks.http_call) got no usable answer
     │   ├── HttpUnavailable  connection error, timeout, 5xx or 429: worth retrying
     │   └── HttpRejected     any other 4xx: the request itself is wrong, never retried
@@ -117,3 +120,32 @@ class WorkflowInvalid(InvalidInput):
         super().__init__("workflow", workflow, "a valid definition; found "
                          f"{len(errors)} problem(s):\n  " + "\n  ".join(errors))
         self.args = (workflow, self.errors)  # what the constructor takes (see InvalidInput)
+
+
+class Deferred(TaskworksError):
+    """Why a middleware put a task off without spending a retry: shown by the journal's
+    "deferred" rows and the RETRY state. The arguments are kept as ``args`` so that the
+    exception survives Celery's JSON round trip."""
+
+
+class RateLimited(Deferred):
+    """The task's cluster-wide rate limit had no token: it runs in ``retry_after`` s."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(name, retry_after)
+
+    def __str__(self) -> str:
+        return f"rate limit {self.name!r} reached; runs in {self.retry_after:.3f}s"
+
+
+class DuplicateRunning(Deferred):
+    """The same idempotent call is running as ``task_id``: this one waits for its result."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(task_id)
+
+    def __str__(self) -> str:
+        return f"the same idempotent call is running as {self.task_id}; waiting for its result"

@@ -242,9 +242,9 @@ class AutoscaleSettings(_Strict):
     scale_up_cooldown: float = Field(default=5.0, ge=0)
     #: seconds a group must stay under its low-water backlog before one worker is removed
     scale_down_after: float = Field(default=30.0, ge=0)
-    #: no scale-up while the machine's CPU use (percent) is at or above this
+    #: no scale-up while the machine's CPU use (percent) is above this (100: never held)
     cpu_ceiling: float = Field(default=90.0, gt=0, le=100)
-    #: no scale-up while memory use (percent) is at or above this (the seed's 85 %)
+    #: no scale-up while memory use (percent) is above this (the seed's 85 %)
     memory_threshold: float = Field(default=85.0, gt=0, le=100)
     #: worker processes of all groups together never exceed this (None: 4 per core)
     max_total_workers: int | None = Field(default=None, ge=1)

@@ -85,6 +85,17 @@ def test_a_task_sent_event_accompanies_every_message(
         ("task-sent", task_id, "default") for task_id in ids]
 
 
+def test_no_event_is_built_when_no_monitor_listens(tw: Any, redis_client: redis.Redis) -> None:
+    def publishes() -> int:
+        stats = redis_client.info("commandstats")
+        return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+    before = publishes()
+    tw.submit_many("tests.echo", [[i] for i in range(5)])
+    assert publishes() == before
+    assert redis_client.llen("default\x06\x164") == 5
+
+
 @pytest.mark.parametrize(("call", "field"), [
     (lambda tw: tw.submit_many("no.such.task", [[1]]), "task"),
     (lambda tw: tw.submit_many("tests.echo", [[1]], queue="nosuch"), "queue"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("drain", "enqueue", "latency", "autoscale", "idempotency")
+MODULES = ("drain", "enqueue", "latency", "autoscale", "idempotency", "breaker", "workflows")
 
 
 def load_all() -> None:

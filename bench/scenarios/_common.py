@@ -17,10 +17,11 @@ def drain_sides() -> list[Any]:
     from bench.sides.celery_apps import celery_defaults, celery_tuned, taskworks_off
     from bench.sides.dramatiq_app import DramatiqSide
     from bench.sides.rq_jobs import RQSide
-    from bench.sides.tw_app import TaskworksSide
+    from bench.sides.tw_app import GENERAL_GROUP, TaskworksSide
 
-    return selected([TaskworksSide(), taskworks_off(), celery_defaults(), celery_tuned(),
-                     DramatiqSide(), RQSide(), BareSide()])
+    return selected([TaskworksSide(), taskworks_off(),
+                     TaskworksSide("taskworks (threads x4)", GENERAL_GROUP),
+                     celery_defaults(), celery_tuned(), DramatiqSide(), RQSide(), BareSide()])
 
 
 def selected(sides: list[Any]) -> list[Any]:

@@ -23,29 +23,32 @@ from bench.scenarios._common import drain_once, drain_sides, with_workers
 
 
 def run(env: BenchEnv, sizes: Sizes) -> list[Figure]:
-    figures = []
-    for side in drain_sides():
-        def body(workers: Workers, side: Any = side) -> Figure:
-            drain_once(env, side, workers, sizes.warmup_tasks)  # warm-up, and readiness
-            figure = Figure("drain", side.name)
-            n = sizes.drain_tasks
-            for _ in range(sizes.runs):
+    sides = drain_sides()
+    figures = {side.name: Figure("drain", side.name) for side in sides}
+    n = sizes.drain_tasks
+    # runs interleaved (run 1 of every side, then run 2, ...): on a shared machine the
+    # load drifts, and a side measured only early or only late would carry that drift
+    for _ in range(sizes.runs):
+        for side in sides:
+            def body(workers: Workers, side: Any = side) -> None:
+                drain_once(env, side, workers, sizes.warmup_tasks)  # warm-up, and readiness
                 m = drain_once(env, side, workers, n)
-                figure.add(rate=n / m["wall"], wall=m["wall"], cpu_per_1k=m["cpu"] / n * 1000,
-                           broker_cpu_per_1k=m["broker_cpu"] / n * 1000,
-                           commands_per_task=m["commands"] / n)
-            return figure
+                figures[side.name].add(
+                    rate=n / m["wall"], wall=m["wall"], cpu_per_1k=m["cpu"] / n * 1000,
+                    broker_cpu_per_1k=m["broker_cpu"] / n * 1000,
+                    commands_per_task=m["commands"] / n)
 
-        figures.append(with_workers(env, side, body))
-    return figures
+            with_workers(env, side, body)
+    return list(figures.values())
 
 
 register(Scenario(
     name="drain",
     title="Drain a backlog of no-op tasks",
     measures="Tasks per second from the moment the whole backlog appears until every task "
-             "has run, with 2 worker processes per side (prefork -c 2, dramatiq -p 2, "
-             "2 RQ workers, 2 bare loops).",
+             "has run: prefork -c 2, dramatiq -p 2, 2 RQ workers, 2 bare loops; the "
+             "taskworks general group is one process of 4 threads. Runs are interleaved "
+             "across sides, each on freshly started workers after a warm-up.",
     columns=[Column("rate", "tasks/s"), Column("wall", "wall s", "{:.2f}"),
              Column("cpu_per_1k", "worker CPU s / 1k tasks", "{:.3f}"),
              Column("broker_cpu_per_1k", "Valkey CPU s / 1k tasks", "{:.3f}"),

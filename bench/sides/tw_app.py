@@ -40,16 +40,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def worker_command(concurrency: int = 2) -> list[str]:
-    """The taskworks CLI worker, prefork, exactly as a user would start it."""
-    return python("-m", "taskworks", "worker", "--app", "bench.sides.tw_app:tw",
-                  "--queues", "default", "--pool", "prefork", "--concurrency", str(concurrency))
+#: the taskworks CLI worker, prefork -c 2 like the peers, exactly as a user would start it
+PREFORK = ["--queues", "default", "--pool", "prefork", "--concurrency", "2"]
+#: the worker group taskworks ships for the default queue (threads x4, prefetch 4)
+GENERAL_GROUP = ["--group", "general"]
 
 
 class TaskworksSide:
-    name = "taskworks"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str = "taskworks", worker_args: list[str] | None = None) -> None:
+        self.name = name
+        self.worker_args = worker_args or PREFORK
         self._stage: Taskworks | None = None
         self._client: Taskworks | None = None
 
@@ -61,7 +61,9 @@ class TaskworksSide:
         client = build(**self._overrides(env, env.url))
         upgrade(client.store)  # the journal's tables
         self._client = client
-        return Workers(self.name, [worker_command()], env.worker_env())
+        argv = python("-m", "taskworks", "worker", "--app", "bench.sides.tw_app:tw",
+                      *self.worker_args)
+        return Workers(self.name, [argv], env.worker_env())
 
     def stage(self, env: BenchEnv, n: int) -> None:
         if self._stage is None:

@@ -13,8 +13,10 @@ from taskworks.api.context import ApiContext
 from taskworks.api.routes import (
     autoscale,
     breakers,
+    datasets,
     dlq,
     health,
+    jobs,
     journal,
     metrics,
     queues,
@@ -27,11 +29,11 @@ from taskworks.monitoring.metrics import registry_for
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
 
-#: every router behind the token. Map-reduce (/api/datasets, /api/jobs) is one module
-#: more here once taskworks.mapreduce exists.
+#: every router behind the token
 ROUTERS: tuple[APIRouter, ...] = (
     tasks.router, journal.router, dlq.router, queues.router, workers.router,
-    autoscale.router, breakers.router, workflows.router, metrics.router,
+    autoscale.router, breakers.router, workflows.router, datasets.router, jobs.router,
+    metrics.router,
 )
 
 
@@ -43,7 +45,8 @@ def create_app(tw: Taskworks, token: str | None = None, *, dashboard: bool = Tru
     app = FastAPI(
         title="taskworks", version="0.1.0",
         description="Control plane of taskworks: tasks, journal, dead letters, queues, "
-                    "workers, breakers, workflows, autoscaling.",
+                    "workers, breakers, workflows, datasets and map-reduce jobs, "
+                    "autoscaling.",
     )
     client = redis.Redis.from_url(tw.settings.effective_broker_url, socket_timeout=5,
                                   socket_connect_timeout=5)

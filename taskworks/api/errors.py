@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import redis
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 
 from taskworks.errors import InvalidInput, WorkflowInvalid
 
@@ -58,6 +61,16 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
         bytes: lambda b: b.decode("utf-8", "replace")}), status_code=422)
 
 
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # the broker or the store is down: the client may retry, it did nothing wrong
+    where = "store" if isinstance(exc, SQLAlchemyOperationalError) else "broker"
+    return JSONResponse({"detail": f"the {where} is unavailable ({type(exc).__name__})"},
+                        status_code=503, headers={"Retry-After": "5"})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(RequestValidationError, _validation)
+    for unavailable in (redis.ConnectionError, redis.TimeoutError, KombuOperationalError,
+                        SQLAlchemyOperationalError):
+        app.add_exception_handler(unavailable, _unavailable)

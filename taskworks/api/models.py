@@ -234,7 +234,7 @@ class WorkflowDefinition(BaseModel):
 
 class RunStart(Strict):
     input: Any = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 class RunCancel(Strict):
@@ -271,3 +271,89 @@ class RunItem(BaseModel):
 class RunDetail(RunItem):
     input: Any
     steps: list[StepItem]
+
+
+# -- map-reduce: datasets and jobs --------------------------------------------------------
+class DatasetItemModel(BaseModel):
+    item_index: int
+    data: Any
+
+
+class DatasetModel(BaseModel):
+    name: str
+    source: str
+    origin: str | None
+    state: str
+    row_count: int
+    columns: list[str]
+    created_at: datetime
+
+
+class DatasetDetail(DatasetModel):
+    #: the first items (``?head=``, default 5)
+    head: list[DatasetItemModel]
+
+
+class DatasetDeleted(BaseModel):
+    name: str
+    deleted_items: int
+
+
+class JobStart(Strict):
+    dataset: str = Field(min_length=1, max_length=255, description="a dataset's name")
+    function: str = Field(min_length=1, max_length=128,
+                          description="validation, transformation, analysis, aggregation "
+                                      "or a registered custom function")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="the function's parameters")
+    partition_size: int = Field(default=5000, ge=1, le=2**31 - 1,
+                                description="items per partition")
+
+
+class JobCancel(Strict):
+    terminate: bool = Field(default=False, description="also kill running partitions")
+
+
+class PartitionItem(BaseModel):
+    index: int
+    #: the half-open item range [start, end)
+    start: int
+    end: int
+    state: str
+    tries: int
+    error: str | None
+    #: 100 once the partition succeeded, else 0 (a partition is done or not)
+    percent: float
+
+
+class JobItem(BaseModel):
+    id: str
+    dataset: str
+    function: str
+    items: int
+    partition_size: int
+    #: running, completed, failed or cancelled
+    state: str
+    partitions_total: int
+    partitions_done: int
+    #: partitions by step state (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED...)
+    partition_states: dict[str, int]
+    #: partitions done / partitions, 0-100 (100 for a job of no partition once completed)
+    percent: float
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class JobDetail(JobItem):
+    #: the reduce step's state
+    reduce: str
+    partitions: list[PartitionItem]
+
+
+class JobResult(BaseModel):
+    id: str
+    state: str
+    #: true once the job completed and its result is stored
+    ready: bool
+    result: Any = None

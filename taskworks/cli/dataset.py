@@ -96,7 +96,7 @@ def dataset_list(
     rows = _datasets().all()
     if as_json:
         for info in rows:
-            out.print_json(json.dumps(_as_dict(info)))
+            typer.echo(json.dumps(_as_dict(info)))
         return
     table = Table(title=f"datasets ({len(rows)})")
     for column in ("id", "name", "source", "state", "items", "columns", "created"):

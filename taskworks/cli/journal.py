@@ -20,7 +20,8 @@ journal_cli = typer.Typer(help="The outcome journal.", invoke_without_command=Tr
 def journal_list(
     ctx: typer.Context,
     task: Annotated[str | None, typer.Option(help="task name")] = None,
-    state: Annotated[str | None, typer.Option(help="success, failure, retry or revoked")] = None,
+    state: Annotated[str | None, typer.Option(
+        help="success, failure, retry, deferred or revoked")] = None,
     since: Annotated[str | None, typer.Option(help="e.g. 30m, 1h, 7d")] = None,
     severity: Annotated[str | None, typer.Option(help="low, medium, high or critical")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from taskworks.cli.breaker import breaker_cli
 from taskworks.cli.common import AppOption, err, json_arg, out, settings
 from taskworks.cli.dataset import dataset_cli
 from taskworks.cli.dlq import dlq_cli
+from taskworks.cli.job import job_cli
 from taskworks.cli.journal import journal_cli
 from taskworks.cli.workflow import workflow_cli
 from taskworks.errors import InvalidInput, TaskworksError
@@ -35,6 +37,7 @@ cli.add_typer(workflow_cli, name="workflow")
 cli.add_typer(breaker_cli, name="breaker")
 cli.add_typer(autoscale_cli, name="autoscale")
 cli.add_typer(dataset_cli, name="dataset")
+cli.add_typer(job_cli, name="job")
 cli.command("api")(api_command)
 
 # the shared helpers under the names this module has always used
@@ -136,8 +139,11 @@ def beat(app: AppOption = None) -> None:
 def up(
     app: AppOption = None,
     beat: Annotated[bool, typer.Option(help="also run the periodic scheduler")] = True,
+    api: Annotated[bool, typer.Option(help="also serve the REST API, dashboard and /metrics")
+                   ] = True,
 ) -> None:
-    """Run everything: embedded broker, migrations, autoscaled worker groups and beat."""
+    """Run everything: embedded broker, migrations, autoscaled workers, beat, API + dashboard."""
+    from taskworks.api import make_server
     from taskworks.cli.autoscale import recorder_for
     from taskworks.stack import Stack
     from taskworks.store.migrate import upgrade
@@ -145,17 +151,28 @@ def up(
     settings = _settings()
     tw = loader.load(app)  # fail here, not in every child, when the app cannot load
     upgrade(tw.store)
+    # a bad API bind (non-loopback without a token) stops us before anything starts
+    api_server = make_server(tw) if api else None
+    api_thread = threading.Thread(target=api_server.run, name="api", daemon=True) \
+        if api_server is not None else None
     recorder = recorder_for(tw)
     stack = Stack(settings, app_spec=app, with_beat=beat, on_change=recorder.record,
                   on_status=recorder.publish)
     try:
         server = stack.start()
+        if api_thread is not None:
+            api_thread.start()
+        dashboard = (f"; dashboard http://{settings.api.host}:{settings.api.port}/"
+                     if api else "")
         out.print(f"taskworks up: broker {server.url if server else settings.broker_url}; "
-                  f"workers {', '.join(settings.worker_groups)} (autoscaled); "
+                  f"workers {', '.join(settings.worker_groups)} (autoscaled){dashboard}; "
                   f"Ctrl-C stops everything")
         stack.wait_until_signalled()
     finally:
         out.print("stopping: waiting for tasks in flight to finish")
+        if api_server is not None and api_thread is not None:
+            api_server.should_exit = True
+            api_thread.join(10)
         stack.stop()
     out.print("stopped")
 

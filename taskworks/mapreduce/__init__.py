@@ -1,10 +1,13 @@
-"""Map-reduce over partitioned datasets: datasets, partitions, functions (docs/mapreduce.md)."""
+"""Map-reduce over partitioned datasets: datasets, partitions, functions, jobs
+(docs/mapreduce.md)."""
 
 from taskworks.mapreduce.datasets import BadRows, DatasetInfo, Datasets
 from taskworks.mapreduce.functions import MapReduceFunction
+from taskworks.mapreduce.jobs import Jobs, JobStatus, PartitionStatus
 from taskworks.mapreduce.local import run_local
 from taskworks.mapreduce.partitions import Partition, plan, read_partition
 from taskworks.mapreduce.registry import FunctionRegistry
 
-__all__ = ["BadRows", "DatasetInfo", "Datasets", "FunctionRegistry", "MapReduceFunction",
-           "Partition", "plan", "read_partition", "run_local"]
+__all__ = ["BadRows", "DatasetInfo", "Datasets", "FunctionRegistry", "JobStatus", "Jobs",
+           "MapReduceFunction", "Partition", "PartitionStatus", "plan", "read_partition",
+           "run_local"]

@@ -202,6 +202,13 @@ class Datasets:
                                    "(see `taskworks dataset list`)")
             return DatasetInfo.of(row)
 
+    def by_id(self, dataset_id: int) -> DatasetInfo:
+        with self.store.session() as session:
+            row = session.get(Dataset, dataset_id)
+            if row is None:
+                raise InvalidInput("dataset", dataset_id, "the id of an existing dataset")
+            return DatasetInfo.of(row)
+
     def exists(self, name: str) -> bool:
         with self.store.session() as session:
             return session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None

@@ -149,7 +149,7 @@ class _Samples:
                 into["samples"].extend(entry["samples"])
         for entry in merged.values():
             entry["samples"] = [{"item_index": i, "message": m}
-                                for i, m in entry["samples"][-cap:]]
+                                for i, m in sorted(entry["samples"])[:cap]]
         return dict(sorted(merged.items()))
 
 

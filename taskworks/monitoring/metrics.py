@@ -5,8 +5,9 @@ duration) to the SQL store, in batches. Counting the journal when Prometheus scr
 gives the same numbers from any process, aggregated over every worker process, machine
 and restart, with no per-process registry, no multiprocess directory and no extra write
 on the task's hot path. The rest is read live: queue depth from the broker (waiting +
-unacked), breaker state from Redis, dead letters and workflow runs from the store,
-workers from a Celery ping (cached a few seconds, so frequent scrapes cost no waiting).
+unacked), breaker state from Redis, dead letters, workflow runs, map-reduce jobs and
+datasets from the store, workers from a Celery ping (cached a few seconds, so frequent
+scrapes cost no waiting).
 
 Caveats, by design: the journal's retention deletes old rows, so a task counter can go
 down; Prometheus' ``rate()``/``increase()`` treat that as a counter reset. Journal rows are
@@ -38,7 +39,13 @@ from taskworks.monitoring.queues import queue_depths
 from taskworks.resilience.breaker import BreakerState
 from taskworks.scaling.record import current_status
 from taskworks.scaling.replicas import desired_replicas
-from taskworks.store.tables import DeadLetter, JournalEntry, WorkflowRun
+from taskworks.store.tables import (
+    Dataset,
+    DeadLetter,
+    JournalEntry,
+    ProcessingResult,
+    WorkflowRun,
+)
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
@@ -48,6 +55,14 @@ log = get_logger("taskworks.metrics")
 #: seconds; covers sub-millisecond bodies to the default 30-minute time limit
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0, 300.0, 900.0, 1800.0)
+#: a map-reduce job's state is its workflow run's, named as tw.jobs names it
+JOB_STATES = {"RUNNING": "running", "SUCCEEDED": "completed", "FAILED": "failed",
+              "CANCELLED": "cancelled"}
+#: a dataset is ready, or building while a job writes its output into it
+DATASET_STATES = ("ready", "building")
+#: the workflows map-reduce generates, one per job: counted by taskworks_jobs instead,
+#: since a label per job id would grow the series without bound
+JOB_WORKFLOW_PREFIX = "mapreduce."
 #: journal states that end a task (retry is counted apart: the task goes on)
 OUTCOMES = ("success", "failure", "revoked", "deferred")
 
@@ -55,7 +70,8 @@ FAMILIES = (
     "taskworks_queue_depth", "taskworks_tasks", "taskworks_task_retries",
     "taskworks_task_duration_seconds", "taskworks_dead_letters",
     "taskworks_dead_letters_by_task", "taskworks_breaker_state",
-    "taskworks_breaker_failures", "taskworks_workflow_runs", "taskworks_workers",
+    "taskworks_breaker_failures", "taskworks_workflow_runs", "taskworks_jobs",
+    "taskworks_datasets", "taskworks_workers",
     "taskworks_autoscale_workers", "taskworks_autoscale_desired_replicas",
     "taskworks_scrape_errors",
 )
@@ -63,7 +79,7 @@ FAMILIES = (
 
 class TaskworksCollector(Collector):
     def __init__(self, tw: Taskworks, client: redis.Redis, *, ping_timeout: float = 0.5,
-                 workers_ttl: float = 10.0) -> None:
+                 workers_ttl: float = 5.0) -> None:
         self.tw = tw
         self.client = client
         self.ping_timeout = ping_timeout
@@ -81,7 +97,8 @@ class TaskworksCollector(Collector):
         parts: list[tuple[str, Callable[[], list[Metric]]]] = [
             ("queues", self._queues), ("tasks", self._tasks), ("durations", self._durations),
             ("dead_letters", self._dead_letters), ("breakers", self._breakers),
-            ("workflows", self._workflows), ("workers", self._workers_metric),
+            ("workflows", self._workflows), ("jobs", self._jobs),
+            ("datasets", self._datasets), ("workers", self._workers_metric),
             ("autoscale", self._autoscale),
         ]
         for part, read in parts:
@@ -164,12 +181,37 @@ class TaskworksCollector(Collector):
     def _workflows(self) -> list[Metric]:
         runs = GaugeMetricFamily("taskworks_workflow_runs", "workflow runs kept in the store, "
                                  "by workflow and state", labels=["workflow", "state"])
-        stmt = select(WorkflowRun.workflow, WorkflowRun.state, func.count()).group_by(
-            WorkflowRun.workflow, WorkflowRun.state)
+        stmt = (select(WorkflowRun.workflow, WorkflowRun.state, func.count())
+                .where(WorkflowRun.workflow.not_like(f"{JOB_WORKFLOW_PREFIX}%"))
+                .group_by(WorkflowRun.workflow, WorkflowRun.state))
         with self.tw.store.session() as session:
             for workflow, run_state, n in session.execute(stmt):
                 runs.add_metric([workflow, run_state], int(n))
         return [runs]
+
+    def _jobs(self) -> list[Metric]:
+        jobs = GaugeMetricFamily("taskworks_jobs", "map-reduce jobs kept in the store, by "
+                                 "state (running, completed, failed, cancelled)",
+                                 labels=["state"])
+        stmt = (select(WorkflowRun.state, func.count())
+                .join(ProcessingResult, ProcessingResult.id == WorkflowRun.id)
+                .group_by(WorkflowRun.state))
+        with self.tw.store.session() as session:
+            counts = {JOB_STATES.get(state, state.lower()): int(n)
+                      for state, n in session.execute(stmt)}
+        for state in sorted({*JOB_STATES.values(), *counts}):
+            jobs.add_metric([state], counts.get(state, 0))
+        return [jobs]
+
+    def _datasets(self) -> list[Metric]:
+        datasets = GaugeMetricFamily("taskworks_datasets", "datasets in the store, by state",
+                                     labels=["state"])
+        stmt = select(Dataset.state, func.count()).group_by(Dataset.state)
+        with self.tw.store.session() as session:
+            counts = {state: int(n) for state, n in session.execute(stmt)}
+        for state in sorted({*DATASET_STATES, *counts}):
+            datasets.add_metric([state], counts.get(state, 0))
+        return [datasets]
 
     def _workers_metric(self) -> list[Metric]:
         with self._lock:

@@ -43,19 +43,21 @@ class Breakers:
             self._client = redis.Redis.from_url(self.redis_url)
         return self._client
 
-    def _config(self, name: str) -> dict[str, Any]:
+    def _inherited(self, name: str) -> dict[str, Any]:
+        """The settings' defaults, overridden by the longest matching family's."""
         base = {"failure_threshold": self.defaults.failure_threshold,
                 "reset_timeout": self.defaults.reset_timeout,
                 "probe_timeout": self.defaults.probe_timeout}
-        if name in self._configs:
-            return {**base, **self._configs[name]}
         family = max((p for p in self._families if name.startswith(p)), key=len, default=None)
         return {**base, **(self._families[family] if family is not None else {})}
+
+    def _config(self, name: str) -> dict[str, Any]:
+        return {**self._inherited(name), **self._configs.get(name, {})}
 
     def register(self, name: str, **config: Any) -> CircuitBreaker:
         """Set ``name``'s configuration (CircuitBreaker keywords over the defaults)."""
         check_name(name)
-        breaker = CircuitBreaker(name, self.client, **{**self._config(name), **config})
+        breaker = CircuitBreaker(name, self.client, **{**self._inherited(name), **config})
         with self._lock:
             self._configs[name] = config
             self._built[name] = breaker

@@ -30,9 +30,10 @@ from importlib import resources
 from typing import Any
 
 import redis
+from celery import signals
 
 from taskworks import keys
-from taskworks.errors import InvalidInput
+from taskworks.errors import DuplicateRunning, InvalidInput
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext, defer
 
@@ -99,9 +100,10 @@ class LeaseRenewer:
                 threading.Thread(target=self._run, name="taskworks-lease-renewer",
                                  daemon=True).start()
 
-    def release(self, lease_key: str) -> None:
+    def release(self, lease_key: str, holder: str | None = None) -> None:
         with self._lock:
-            self._held.pop(lease_key, None)
+            if holder is None or self._held.get(lease_key, ("",))[0] == holder:
+                self._held.pop(lease_key, None)
 
     def stop(self) -> None:
         self._wake.set()
@@ -128,7 +130,11 @@ class LeaseRenewer:
         pipe = client.pipeline(transaction=False)
         for key, (holder, _) in held:
             self._renew(keys=[key], args=[holder, self.lease_ms], client=pipe)
-        pipe.execute()
+        for (key, (holder, _)), renewed in zip(held, pipe.execute(), strict=True):
+            if not renewed:  # lapsed (the process stalled longer than the lease)
+                log.warning("idempotency lease lost: a duplicate may run", lease=key,
+                            holder=holder)
+                self.release(key, holder)
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ class IdempotencyMiddleware(Middleware):
         self._acquire: Any = None
         self._complete: Any = None
         self.renewer = LeaseRenewer(lambda: self.client, int(lease_seconds * 1000), max_hold)
+        signals.task_postrun.connect(self._after_run)  # weak: goes with this middleware
 
     @property
     def client(self) -> redis.Redis:
@@ -195,6 +202,8 @@ class IdempotencyMiddleware(Middleware):
                               args=[holder, self.renewer.lease_ms], client=client)
         state = reply[0].decode()
         if state == "acquired":
+            # kept on this execution's request, where after_* and task_postrun find it
+            ctx.task.request.taskworks_lease = lease
             self.renewer.hold(lease_key, holder)
             return
         if state == "done":
@@ -208,12 +217,12 @@ class IdempotencyMiddleware(Middleware):
             return
         log.debug("duplicate waits for the running call", task=ctx.name,
                   running=running, task_id=ctx.task_id)
-        raise defer(ctx.task, self.wait_interval)
+        raise defer(ctx.task, self.wait_interval, DuplicateRunning(running))
 
     def after_success(self, ctx: TaskContext) -> None:
         if ctx.answered:
             return  # a stored result or a dropped duplicate: nothing of ours to store
-        lease = self._held(ctx)
+        lease = self._take(ctx.task.request)
         if lease is None:
             return
         result_key, lease_key, holder = lease
@@ -227,8 +236,18 @@ class IdempotencyMiddleware(Middleware):
         self._finish(result_key, lease_key, holder, stored, ttl)
 
     def after_failure(self, ctx: TaskContext) -> None:
-        lease = self._held(ctx)
+        lease = self._take(ctx.task.request)
         if lease is not None:  # nothing stored: a retry or a duplicate may run it again
+            self._finish(*lease, "", 1)
+
+    def _after_run(self, task: Any = None, **_: Any) -> None:
+        """task_postrun: a body that raised Retry, Ignore or Reject itself ran no after_*
+        hook; its lease is dropped here, or its own retry would wait behind it."""
+        runtime = getattr(task, "runtime", None)
+        if runtime is None or self not in runtime.middlewares:
+            return
+        lease = self._take(task.request)
+        if lease is not None:
             self._finish(*lease, "", 1)
 
     # -- helpers --------------------------------------------------------------------
@@ -239,12 +258,14 @@ class IdempotencyMiddleware(Middleware):
         # the holder names this attempt: a redelivered copy of the same message must not
         # take over a lease its crashed predecessor may still be renewing
         holder = f"{ctx.task_id}|{uuid.uuid4().hex[:12]}"
-        # remembered on the context's task request, so that after_* find this attempt's
-        ctx.task.request.taskworks_lease = (*found, holder)
         return (*found, holder)
 
-    def _held(self, ctx: TaskContext) -> tuple[str, str, str] | None:
-        lease: tuple[str, str, str] | None = getattr(ctx.task.request, "taskworks_lease", None)
+    @staticmethod
+    def _take(request: Any) -> tuple[str, str, str] | None:
+        """The lease this execution holds, forgotten: it is finished exactly once."""
+        lease: tuple[str, str, str] | None = getattr(request, "taskworks_lease", None)
+        if lease is not None:
+            request.taskworks_lease = None
         return lease
 
     def _finish(self, result_key: str, lease_key: str, holder: str, stored: str,

@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from taskworks import keys
-from taskworks.errors import InvalidInput
+from taskworks.errors import InvalidInput, RateLimited
 from taskworks.runtime.middleware import Middleware, TaskContext, defer
 
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -142,4 +142,5 @@ class RateLimitMiddleware(Middleware):
             return
         wait = self.admit(*limit, ctx.task_id)
         if wait > 0:
-            raise defer(ctx.task, min(wait, self.horizon))
+            countdown = min(wait, self.horizon)
+            raise defer(ctx.task, countdown, RateLimited(limit[0], countdown))

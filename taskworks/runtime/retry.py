@@ -9,6 +9,7 @@ message that kills its worker every time ends in the dead-letter store after
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,11 @@ class RetryPolicy:
 
     def base(self, retries_done: int) -> float:
         """The delay before retry number ``retries_done + 1``, without jitter."""
-        return float(min(self.max_delay, self.base_delay * self.backoff_factor ** retries_done))
+        try:
+            raw = float(self.base_delay * self.backoff_factor ** retries_done)
+        except OverflowError:  # factor ** n past a float: far beyond any max_delay
+            raw = math.inf
+        return float(min(self.max_delay, raw))
 
     def delay(self, retries_done: int, rng: random.Random | None = None) -> float:
         delay = self.base(retries_done)

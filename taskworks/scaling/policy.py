@@ -12,7 +12,7 @@ Rules, per group, in this order:
 3. scale up when the backlog per worker (waiting + reserved + running messages, so that
    prefetched messages never hide a backlog) exceeds ``target_backlog``, to
    ceil(backlog / target_backlog) workers, at most once per ``scale_up_cooldown``;
-4. never scale up while CPU use is at or above ``cpu_ceiling``, memory use at or above
+4. never scale up while CPU use is above ``cpu_ceiling``, memory use above
    ``memory_threshold``, or all groups together would pass ``max_total_workers``;
 5. scale down one worker at a time, only after the backlog has stayed at or under the
    low-water mark (half the target of the smaller fleet) for ``scale_down_after``
@@ -92,10 +92,10 @@ def total_ceiling(settings: AutoscaleSettings) -> int:
 
 def _growth_block(obs: Observations, settings: AutoscaleSettings) -> str | None:
     """Why the machine cannot take another worker now, or None."""
-    if obs.cpu_percent >= settings.cpu_ceiling:
-        return f"CPU {obs.cpu_percent:.0f}% >= ceiling {settings.cpu_ceiling:.0f}%"
-    if obs.memory_percent >= settings.memory_threshold:
-        return f"memory {obs.memory_percent:.0f}% >= threshold {settings.memory_threshold:.0f}%"
+    if obs.cpu_percent > settings.cpu_ceiling:
+        return f"CPU {obs.cpu_percent:.0f}% > ceiling {settings.cpu_ceiling:.0f}%"
+    if obs.memory_percent > settings.memory_threshold:
+        return f"memory {obs.memory_percent:.0f}% > threshold {settings.memory_threshold:.0f}%"
     return None
 
 

@@ -210,3 +210,22 @@ class DatasetItem(Base):
         Integer, ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
     item_index: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     data: Mapped[Any] = mapped_column(JSON)
+
+
+class ProcessingResult(Base):
+    """A map-reduce job (a workflow run with the same id): what it runs on, and once its
+    reduce step is done, the final result."""
+
+    __tablename__ = "processing_results"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(Integer, index=True)
+    dataset: Mapped[str] = mapped_column(String(255))
+    function: Mapped[str] = mapped_column(String(128))
+    params: Mapped[Any] = mapped_column(JSON)
+    partition_size: Mapped[int]
+    partitions: Mapped[int]
+    items: Mapped[int]
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None]

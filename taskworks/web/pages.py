@@ -26,8 +26,9 @@ templates = Jinja2Templates(env=Environment(
 
 router = APIRouter(include_in_schema=False)
 
-PAGES = {"overview": "/", "runs": "/workflows", "journal": "/journal",
-         "dead letters": "/dlq", "breakers": "/breakers", "autoscale": "/autoscale"}
+PAGES = {"overview": "/", "runs": "/workflows", "jobs": "/jobs", "datasets": "/datasets",
+         "journal": "/journal", "dead letters": "/dlq", "breakers": "/breakers",
+         "autoscale": "/autoscale"}
 
 
 def _logged_in(request: Request) -> bool:
@@ -85,6 +86,31 @@ def run(request: Request, run_id: Annotated[str, PathParam(pattern=ID_PATTERN)])
             "auth": ctx.token is not None}, status_code=404)
     return _page(request, "run.html", page="runs", run_id=run_id, workflow=status.workflow,
                  version=status.version)
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs(request: Request) -> Response:
+    return _page(request, "jobs.html", page="jobs")
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job(request: Request, job_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> Response:
+    ctx: ApiContext = get_context(request)
+    if not _logged_in(request):
+        return RedirectResponse("/login", status_code=303)
+    try:
+        status = ctx.tw.jobs.status(job_id)
+    except InvalidInput:
+        return templates.TemplateResponse(request, "missing.html", {
+            "pages": PAGES, "page": "jobs", "what": "job", "value": job_id,
+            "auth": ctx.token is not None}, status_code=404)
+    return _page(request, "job.html", page="jobs", job_id=job_id, dataset=status.dataset,
+                 function=status.function)
+
+
+@router.get("/datasets", response_class=HTMLResponse)
+def datasets(request: Request) -> Response:
+    return _page(request, "datasets.html", page="datasets")
 
 
 @router.get("/login", response_class=HTMLResponse)

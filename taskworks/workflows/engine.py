@@ -21,12 +21,14 @@ their deadline and steps past their hard time limit.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore, Reject, Retry
 
+from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows.conditions import Predicates, evaluate
@@ -42,6 +44,8 @@ STEP_TASK = "taskworks.workflow_step"
 SWEEP_TASK = "taskworks.workflows.sweep"
 #: a QUEUED step not marked dispatched after this long lost its publisher
 DISPATCH_GRACE = 30.0
+#: messages per pipelined round trip when publishing claimed steps
+PUBLISH_BATCH = 200
 #: a RUNNING step this long past its hard time limit was killed without a word
 TIME_LIMIT_GRACE = 30.0
 
@@ -71,16 +75,34 @@ class WorkflowEngine:
             return
         task = self.tw.app.tasks[STEP_TASK]
         sent: list[Dispatch] = []
+        # steps with their own time limits need per-message options (apply_async); the
+        # others go out pipelined, grouped by queue and priority (a wide fan-out is a
+        # few round trips, not one per step)
+        grouped: dict[tuple[str, int | None], list[Dispatch]] = defaultdict(list)
+        limited: list[tuple[Dispatch, dict[str, Any]]] = []
+        for d in dispatches:
+            options = self._options(d)
+            if "soft_time_limit" in options or "time_limit" in options:
+                limited.append((d, options))
+            else:
+                grouped[(options["queue"], options.get("priority"))].append(d)
         try:
-            with self.tw.app.producer_or_acquire() as producer:
-                for d in dispatches:
-                    task.apply_async(args=[d.run_id, d.name, d.token], task_id=d.task_id,
-                                     producer=producer, **self._options(d))
-                    sent.append(d)
+            for (queue, priority), group in grouped.items():
+                self.tw.submit_many(STEP_TASK, [[d.run_id, d.name, d.token] for d in group],
+                                    queue=queue, priority=priority, batch_size=PUBLISH_BATCH)
+                sent += group
+            if limited:
+                with self.tw.app.producer_or_acquire() as producer, \
+                        producer.batch(max_size=PUBLISH_BATCH):
+                    for d, options in limited:
+                        task.apply_async(args=[d.run_id, d.name, d.token],
+                                         task_id=d.task_id, producer=producer, **options)
+                        sent.append(d)
         except Exception:
-            # the steps stay QUEUED and undispatched: the sweep publishes them again
-            log.exception("workflow step publish failed", sent=len(sent),
-                          pending=len(dispatches) - len(sent))
+            # a failed batch may have dropped messages it had accepted: mark none of them;
+            # the sweep republishes them with new tokens, and any that did go out are inert
+            log.exception("workflow step publish failed", steps=len(dispatches))
+            sent = []
         self.runs.mark_dispatched(sent)
 
     def _options(self, d: Dispatch) -> dict[str, Any]:
@@ -120,15 +142,21 @@ class WorkflowEngine:
     # -- running a step (inside the wrapper task) ----------------------------------
     def execute(self, wrapper: Any, run_id: str, name: str, token: str) -> dict[str, Any]:
         request = wrapper.request
+        ignored = {"run": run_id, "step": name, "state": "ignored"}
+        try:
+            workflow, version, run_input = self.runs.run_info(run_id)
+            wf = self.definition(workflow, version)
+            step = wf.step(name)
+        except (InvalidInput, KeyError):
+            log.warning("workflow step message for an unknown run or step", run=run_id,
+                        step=name)
+            return ignored  # a stray message (its run deleted): nothing to run
+        self._run_workflows[run_id] = (workflow, version)
         redelivered = bool((request.delivery_info or {}).get("redelivered"))
         started = self.runs.start_step(run_id, name, token, redelivered=redelivered,
-                                       celery_id=request.id)
+                                       celery_id=request.id, depends_on=step.depends_on)
         if started is None:
-            return {"run": run_id, "step": name, "state": "ignored"}
-        workflow, version, run_input = self.runs.run_info(run_id)
-        self._run_workflows[run_id] = (workflow, version)
-        wf = self.definition(workflow, version)
-        step = wf.step(name)
+            return ignored
         task = self.tw.app.tasks.get(step.task)
         policy = step.retries or self._task_policy(step.task, task)
 
@@ -140,7 +168,7 @@ class WorkflowEngine:
         if started.tries > policy.max_retries + 1:
             return finish(StepState.FAILED, error=f"delivered {started.tries} times (its "
                           f"worker died each time); max_retries is {policy.max_retries}")
-        deps = self.runs.dependencies(run_id, step.depends_on)
+        deps = started.dependencies
         for dep in step.depends_on:
             state, reason, _ = deps[dep]
             if state == StepState.FAILED.value or reason == SkipReason.UPSTREAM_FAILED.value:
@@ -161,7 +189,7 @@ class WorkflowEngine:
         except Exception as exc:
             if policy.retryable(exc) and started.tries <= policy.max_retries:
                 if not self.runs.requeue(run_id, name, token, describe(exc)):
-                    return {"run": run_id, "step": name, "state": "ignored"}
+                    return ignored
                 log.warning("workflow step retry", run=run_id, step=name, tries=started.tries,
                             error=describe(exc))
                 raise wrapper.retry(countdown=policy.delay(started.tries - 1),
@@ -175,7 +203,8 @@ class WorkflowEngine:
         return self.tw.retry_policies.for_task(name, options)
 
     # -- recovery ------------------------------------------------------------------
-    def sweep(self, grace: float = DISPATCH_GRACE) -> dict[str, int]:
+    def sweep(self, grace: float = DISPATCH_GRACE,
+              time_limit_grace: float = TIME_LIMIT_GRACE) -> dict[str, int]:
         """Republish lost dispatches, fail runs past their deadline and steps killed by
         their hard time limit. Safe to run anywhere, any number of times."""
         republished = 0
@@ -191,14 +220,15 @@ class WorkflowEngine:
         overdue = 0
         default_limit = float(self.tw.settings.worker.time_limit)
         for run_id, workflow, name, token, version, started_at in self.runs.overdue_steps(
-                now() - timedelta(seconds=TIME_LIMIT_GRACE)):
+                now() - timedelta(seconds=time_limit_grace)):
             step = self.definition(workflow, version).step(name)
             limit = step.timeout if step.timeout is not None else default_limit
-            if started_at + timedelta(seconds=limit + TIME_LIMIT_GRACE) < now():
+            if started_at + timedelta(seconds=limit + time_limit_grace) < now():
                 wf = self.definition(workflow, version)
                 outcome = self.runs.finish_step(
                     wf, run_id, name, token, StepState.FAILED,
-                    error=f"exceeded its time limit of {limit}s")
+                    error=f"no completion within its time limit of {limit}s (killed by the "
+                          "limit, or its worker died and the message was not redelivered)")
                 overdue += int(self.act(outcome).applied)
         if republished or timed_out or overdue:
             log.info("workflow sweep", republished=republished, timed_out=timed_out,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +138,23 @@ class Workflow:
     description: str = ""
 
     def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
+        return self._by_name[name]
 
     def dependents(self) -> dict[str, list[str]]:
-        """Each step's direct dependents (the reverse edges), in definition order."""
+        """Each step's direct dependents (the reverse edges), in definition order.
+        Computed once per definition: the engine asks at every completion."""
+        return self._dependents
+
+    # cached_property writes the instance __dict__ directly, which a frozen dataclass allows
+    @cached_property
+    def _by_name(self) -> dict[str, Step]:
+        out: dict[str, Step] = {}
+        for step in self.steps:
+            out.setdefault(step.name, step)
+        return out
+
+    @cached_property
+    def _dependents(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {s.name: [] for s in self.steps}
         for step in self.steps:
             for dep in step.depends_on:

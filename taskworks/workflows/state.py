@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import Connection, CursorResult, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from taskworks.errors import InvalidInput
 from taskworks.store.engine import Store
 from taskworks.store.tables import WorkflowDefinition, WorkflowRun, WorkflowStepRun
+from taskworks.workflows import sql
 from taskworks.workflows.model import (
     OnFailure,
     RunState,
@@ -86,10 +87,16 @@ class Outcome:
     applied: bool = False
 
 
+class _Duplicate(Exception):
+    """A completion that matched no RUNNING row: its transaction is rolled back."""
+
+
 @dataclass(frozen=True)
 class Started:
     attempt: int
     tries: int
+    #: dependency name -> (state, skip reason, result)
+    dependencies: dict[str, tuple[str, str | None, Any]] = field(default_factory=dict)
 
 
 def _chunks(names: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -97,15 +104,22 @@ def _chunks(names: Sequence[str]) -> Iterable[Sequence[str]]:
         yield names[i:i + CHUNK]
 
 
-def _rows(session: Session, stmt: Any) -> CursorResult[Any]:
-    return cast(CursorResult[Any], session.execute(
-        stmt, execution_options={"synchronize_session": False}))
+def _run(conn: Connection, stmt: Any, params: dict[str, Any] | None = None,
+         ) -> CursorResult[Any]:
+    return conn.execute(stmt, params or {})
 
 
 class RunStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._definitions: dict[tuple[str, int], Workflow] = {}
+        #: run id -> (workflow, version, input): immutable, read by every step
+        self._runs: dict[str, tuple[str, int, Any]] = {}
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.store.engine.begin() as conn:
+            yield conn
 
     # -- definitions ---------------------------------------------------------------
     def save_definition(self, wf: Workflow) -> bool:
@@ -184,107 +198,134 @@ class RunStore:
         by_token: dict[tuple[str, str], list[str]] = defaultdict(list)
         for d in dispatches:
             by_token[(d.run_id, d.token)].append(d.name)
-        with self.store.session() as session:
+        if not by_token:
+            return
+        with self._tx() as conn:
             for (run_id, token), names in by_token.items():
                 for chunk in _chunks(names):
-                    _rows(session, update(Steps).where(
-                        Steps.run_id == run_id, Steps.token == token,
-                        Steps.name.in_(chunk)).values(dispatched=True))
+                    _run(conn, sql.MARK_DISPATCHED,
+                         {"p_run": run_id, "p_token": token, "p_names": list(chunk)})
 
     # -- a step's life -------------------------------------------------------------
     def start_step(self, run_id: str, name: str, token: str, *, redelivered: bool,
-                   celery_id: str | None) -> Started | None:
+                   celery_id: str | None, depends_on: Sequence[str] = ()) -> Started | None:
         """QUEUED -> RUNNING for the message holding the current token; a redelivered
-        message (its worker died) may take a RUNNING step again. None: not ours to run."""
+        message (its worker died) may take a RUNNING step again. None: not ours to run.
+        The dependencies' states and results are read in the same transaction."""
         allowed = [StepState.QUEUED.value]
         if redelivered:
             allowed.append(StepState.RUNNING.value)
-        with self.store.session() as session:
-            row: Any = _rows(session, update(Steps).where(
-                Steps.run_id == run_id, Steps.name == name, Steps.token == token,
-                Steps.state.in_(allowed),
-            ).values(state=StepState.RUNNING.value, tries=Steps.tries + 1, started_at=now(),
-                     task_id=celery_id, dispatched=True,
-                     ).returning(Steps.attempt, Steps.tries)).first()
-        return None if row is None else Started(attempt=row[0], tries=row[1])
+        with self._tx() as conn:
+            row: Any = _run(conn, sql.START, {
+                "p_run": run_id, "p_name": name, "p_token": token, "p_allowed": allowed,
+                "p_now": now(), "p_celery_id": celery_id}).first()
+            if row is None:
+                return None
+            deps = self._dependencies(conn, run_id, depends_on)
+        return Started(attempt=row[0], tries=row[1], dependencies=deps)
 
     def requeue(self, run_id: str, name: str, token: str, error: str) -> bool:
         """RUNNING -> QUEUED while a retry of the same message is pending."""
-        with self.store.session() as session:
-            return _rows(session, update(Steps).where(
-                Steps.run_id == run_id, Steps.name == name, Steps.token == token,
-                Steps.state == StepState.RUNNING.value,
-            ).values(state=StepState.QUEUED.value, error=error)).rowcount == 1
+        with self._tx() as conn:
+            return _run(conn, sql.REQUEUE, {"p_run": run_id, "p_name": name, "p_token": token,
+                                            "p_error": error}).rowcount == 1
 
     def run_info(self, run_id: str) -> tuple[str, int, Any]:
-        with self.store.session() as session:
-            row = session.execute(select(Runs.workflow, Runs.version, Runs.input).where(
-                Runs.id == run_id)).first()
-        if row is None:
-            raise InvalidInput("run_id", run_id, "the id of a workflow run")
-        return row[0], row[1], row[2]
+        """(workflow, version, input) of a run: immutable, so cached in the process."""
+        found = self._runs.get(run_id)
+        if found is None:
+            with self.store.engine.connect() as conn:
+                row: Any = _run(conn, sql.RUN_INFO, {"p_run": run_id}).first()
+            if row is None:
+                raise InvalidInput("run_id", run_id, "the id of a workflow run")
+            if len(self._runs) > 1000:
+                self._runs.clear()  # a bound, not an LRU: a miss costs one SELECT
+            found = self._runs[run_id] = (row[0], row[1], row[2])
+        return found
 
     def dependencies(self, run_id: str, names: Sequence[str]) -> dict[str, tuple[
             str, str | None, Any]]:
         """state, skip reason and result of the named steps."""
+        with self.store.engine.connect() as conn:
+            return self._dependencies(conn, run_id, names)
+
+    @staticmethod
+    def _dependencies(conn: Connection, run_id: str, names: Sequence[str]) -> dict[
+            str, tuple[str, str | None, Any]]:
         out: dict[str, tuple[str, str | None, Any]] = {}
-        with self.store.session() as session:
-            for chunk in _chunks(list(names)):
-                for row in session.execute(select(
-                        Steps.name, Steps.state, Steps.skip_reason, Steps.result).where(
-                        Steps.run_id == run_id, Steps.name.in_(chunk))):
-                    out[row[0]] = (row[1], row[2], row[3])
+        for chunk in _chunks(list(names)):
+            rows: Any = _run(conn, sql.DEPENDENCIES, {"p_run": run_id, "p_names": list(chunk)})
+            for row in rows:
+                out[row[0]] = (row[1], row[2], row[3])
         return out
 
     def finish_step(self, wf: Workflow, run_id: str, name: str, token: str,
                     state: StepState, *, result: Any = None, error: str | None = None,
                     skip_reason: SkipReason | None = None) -> Outcome:
         """Record a step's end and claim the dependents it made ready: one transaction."""
+        try:
+            with self._tx() as conn:
+                return self._finish(conn, wf, run_id, name, token, state, result=result,
+                                    error=error, skip_reason=skip_reason)
+        except _Duplicate:
+            return Outcome()  # rolled back: the first completion already acted
+
+    def _finish(self, conn: Connection, wf: Workflow, run_id: str, name: str, token: str,
+                state: StepState, *, result: Any, error: str | None,
+                skip_reason: SkipReason | None) -> Outcome:
         outcome = Outcome()
-        with self.store.session() as session:
-            if not self._lock_run(session, run_id):
-                return outcome  # cancelled, failed fast or timed out meanwhile
-            recorded = _rows(session, update(Steps).where(
-                Steps.run_id == run_id, Steps.name == name, Steps.token == token,
-                Steps.state == StepState.RUNNING.value,
-            ).values(state=state.value, finished_at=now(), result=result, error=error,
-                     skip_reason=skip_reason.value if skip_reason else None)).rowcount
-            if recorded != 1:
-                return outcome  # a duplicate: the first completion already acted
-            outcome.applied = True
-            done, ready = self._propagate(session, wf, run_id, [(name, state, skip_reason)])
-            if state is StepState.FAILED and wf.step(name).on_failure is OnFailure.FAIL_FAST:
-                outcome.revoke = self._stop(session, run_id, RunState.FAILED,
-                                            error=error, failed_step=name)
-                outcome.run_state = RunState.FAILED
-                return outcome
-            if state is StepState.FAILED:
-                # continue: the first failure names the run's failure; branches go on
-                _rows(session, update(Runs).where(
-                    Runs.id == run_id, Runs.failed_step.is_(None),
-                ).values(failed_step=name, error=error))
-            outcome.dispatch = self._claim(session, run_id, ready)
-            outcome.run_state = self._count_done(session, run_id, done)
-            if outcome.run_state is None and self._expired(session, run_id):
-                outcome.revoke = self._stop(session, run_id, RunState.FAILED,
-                                            error="run timed out", failed_step=None)
-                outcome.dispatch = []
-                outcome.run_state = RunState.FAILED
+        # the run's row lock, and this step counted off, in one statement (the hot path)
+        run: Any = _run(conn, sql.LOCK_AND_COUNT, {"p_run": run_id, "p_now": now()}).first()
+        if run is None:
+            return outcome  # cancelled, failed fast or timed out meanwhile
+        recorded = _run(conn, sql.FINISH, {
+            "p_run": run_id, "p_name": name, "p_token": token, "p_state": state.value,
+            "p_now": now(), "p_result": result, "p_error": error,
+            "p_skip_reason": skip_reason.value if skip_reason else None}).rowcount
+        if recorded != 1:
+            raise _Duplicate  # undo the count
+        outcome.applied = True
+        done, ready = self._propagate(conn, wf, run_id, [(name, state, skip_reason)])
+        if state is StepState.FAILED and wf.step(name).on_failure is OnFailure.FAIL_FAST:
+            outcome.revoke = self._stop(conn, run_id, RunState.FAILED,
+                                        error=error, failed_step=name)
+            outcome.run_state = RunState.FAILED
+            return outcome
+        failed = run[1] is not None
+        if state is StepState.FAILED and not failed:
+            # continue: the first failure names the run's failure; branches go on
+            _run(conn, update(Runs).where(Runs.id == run_id).values(
+                failed_step=name, error=error))
+            failed = True
+        outcome.dispatch = self._claim(conn, run_id, ready)
+        remaining = run[0]
+        if done > 1:  # skips propagated: count them off too
+            remaining = _run(conn, sql.COUNT_DONE, {"p_run": run_id, "p_done": done - 1}
+                             ).scalar_one()
+        if remaining <= 0:
+            outcome.run_state = RunState.FAILED if failed else RunState.SUCCEEDED
+            _run(conn, update(Runs).where(Runs.id == run_id).values(
+                state=outcome.run_state.value, finished_at=now()))
+            return outcome
+        deadline = aware(run[2])
+        if deadline is not None and deadline < now():
+            outcome.revoke = self._stop(conn, run_id, RunState.FAILED,
+                                        error="run timed out", failed_step=None)
+            outcome.dispatch = []
+            outcome.run_state = RunState.FAILED
         return outcome
 
     # -- the pieces of a completion ------------------------------------------------
     @staticmethod
-    def _lock_run(session: Session, run_id: str) -> bool:
-        return _rows(session, update(Runs).where(
-            Runs.id == run_id, Runs.state == RunState.RUNNING.value,
-        ).values(updated_at=now())).rowcount == 1
+    def _lock_run(conn: Connection, run_id: str) -> bool:
+        return _run(conn, sql.LOCK_RUN, {"p_run": run_id, "p_now": now()}).rowcount == 1
 
     @staticmethod
-    def _propagate(session: Session, wf: Workflow, run_id: str,
+    def _propagate(conn: Connection, wf: Workflow, run_id: str,
                    finished: list[tuple[str, StepState, SkipReason | None]],
                    ) -> tuple[int, list[str]]:
         """Count down the dependents of finished steps; skip those a skip or a failure
-        reaches (transitively). Returns (steps now final, steps whose count moved)."""
+        reaches (transitively). Returns (steps now final, steps whose count reached 0)."""
         dependents = wf.dependents()
         done = len(finished)
         touched: list[str] = []
@@ -292,11 +333,11 @@ class RunStore:
             decrement: Counter[str] = Counter()
             skips: dict[SkipReason, list[str]] = defaultdict(list)
             for name, state, reason in finished:
+                failed = state is StepState.FAILED or reason is SkipReason.UPSTREAM_FAILED
                 for dep_name in dependents[name]:
-                    dep = wf.step(dep_name)
-                    failed = state is StepState.FAILED or reason is SkipReason.UPSTREAM_FAILED
                     if state is StepState.SUCCEEDED or (
-                            state is StepState.SKIPPED and not failed and dep.run_if_skipped):
+                            state is StepState.SKIPPED and not failed
+                            and wf.step(dep_name).run_if_skipped):
                         decrement[dep_name] += 1
                     else:
                         skips[SkipReason.UPSTREAM_FAILED if failed
@@ -306,24 +347,24 @@ class RunStore:
                 by_count[count].append(dep_name)
             for count, names in by_count.items():
                 for chunk in _chunks(names):
-                    _rows(session, update(Steps).where(
-                        Steps.run_id == run_id, Steps.name.in_(chunk),
-                    ).values(waiting=Steps.waiting - count))
-            touched += list(decrement)
+                    counted: Any = _run(conn, sql.DECREMENT, {
+                        "p_run": run_id, "p_names": list(chunk), "p_count": count})
+                    # under the run's lock these are exact: only a step that reached 0
+                    # is worth the claiming UPDATE (a fan-in's join is not, 999 times)
+                    touched += [row[0] for row in counted
+                                if row[1] <= 0 and row[2] == StepState.PENDING.value]
             finished = []
             for reason, names in skips.items():
                 for chunk in _chunks(sorted(set(names))):
-                    skipped = _rows(session, update(Steps).where(
-                        Steps.run_id == run_id, Steps.name.in_(chunk),
-                        Steps.state == StepState.PENDING.value,
-                    ).values(state=StepState.SKIPPED.value, skip_reason=reason.value,
-                             finished_at=now()).returning(Steps.name)).scalars().all()
+                    skipped = _run(conn, sql.SKIP, {
+                        "p_run": run_id, "p_names": list(chunk), "p_reason": reason.value,
+                        "p_now": now()}).scalars().all()
                     finished += [(n, StepState.SKIPPED, reason) for n in skipped]
             done += len(finished)
         return done, touched
 
     @staticmethod
-    def _claim(session: Session, run_id: str, names: Sequence[str]) -> list[Dispatch]:
+    def _claim(conn: Connection, run_id: str, names: Sequence[str]) -> list[Dispatch]:
         """PENDING -> QUEUED for those whose dependencies are all done: the row count of
         this conditional UPDATE is the one decision that a step is dispatched."""
         if not names:
@@ -331,60 +372,47 @@ class RunStore:
         token = uuid.uuid4().hex
         claimed: list[str] = []
         for chunk in _chunks(sorted(set(names))):
-            claimed += _rows(session, update(Steps).where(
-                Steps.run_id == run_id, Steps.name.in_(chunk),
-                Steps.state == StepState.PENDING.value, Steps.waiting <= 0,
-            ).values(state=StepState.QUEUED.value, token=token, queued_at=now(),
-                     dispatched=False).returning(Steps.name)).scalars().all()
+            claimed += _run(conn, sql.CLAIM, {"p_run": run_id, "p_names": list(chunk),
+                                              "p_token": token, "p_now": now()}
+                            ).scalars().all()
         return [Dispatch(run_id, name, token) for name in claimed]
 
     @staticmethod
-    def _count_done(session: Session, run_id: str, done: int) -> RunState | None:
-        row: Any = _rows(session, update(Runs).where(Runs.id == run_id).values(
-            remaining=Runs.remaining - done).returning(Runs.remaining, Runs.failed_step),
-        ).first()
-        assert row is not None
-        if row[0] > 0:
-            return None
-        final = RunState.FAILED if row[1] is not None else RunState.SUCCEEDED
-        _rows(session, update(Runs).where(Runs.id == run_id).values(
-            state=final.value, finished_at=now()))
-        return final
-
-    @staticmethod
-    def _expired(session: Session, run_id: str) -> bool:
-        deadline = session.scalar(select(Runs.deadline).where(Runs.id == run_id))
+    def _expired(conn: Connection, run_id: str) -> bool:
+        deadline = conn.scalar(select(Runs.deadline).where(Runs.id == run_id))
         moment = aware(deadline)
         return moment is not None and moment < now()
 
     @staticmethod
-    def _stop(session: Session, run_id: str, state: RunState, *, error: str | None,
+    def _stop(conn: Connection, run_id: str, state: RunState, *, error: str | None,
               failed_step: str | None) -> list[str]:
         """End a locked run: every unfinished step CANCELLED; returns the Celery task ids
-        of those that were queued or running, to revoke after commit."""
+        of those that were running (or waiting for a retry), to revoke after commit."""
         at = now()
-        _rows(session, update(Runs).where(Runs.id == run_id).values(
+        _run(conn, update(Runs).where(Runs.id == run_id).values(
             state=state.value, finished_at=at, remaining=0, error=error,
             failed_step=failed_step))
-        live: Any = _rows(session, update(Steps).where(
+        live: Any = _run(conn, update(Steps).where(
             Steps.run_id == run_id,
             Steps.state.in_([StepState.QUEUED.value, StepState.RUNNING.value]),
         ).values(state=StepState.CANCELLED.value, finished_at=at).returning(
-            Steps.token, Steps.name)).all()
-        _rows(session, update(Steps).where(
+            Steps.task_id)).scalars().all()
+        _run(conn, update(Steps).where(
             Steps.run_id == run_id, Steps.state == StepState.PENDING.value,
         ).values(state=StepState.CANCELLED.value, finished_at=at))
-        return [task_id(token, name) for token, name in live if token]
+        # the ids of messages that started (recorded at start); a message not yet started
+        # needs no revoke: it finds its step CANCELLED and does nothing
+        return [tid for tid in live if tid]
 
     # -- run-level operations --------------------------------------------------------
     def cancel(self, run_id: str) -> Outcome:
         """Idempotent: a run already final is left as it is."""
         outcome = Outcome()
-        with self.store.session() as session:
-            if not self._lock_run(session, run_id):
-                self._require(session, run_id)
+        with self._tx() as conn:
+            if not self._lock_run(conn, run_id):
+                self._require(conn, run_id)
                 return outcome
-            outcome.revoke = self._stop(session, run_id, RunState.CANCELLED,
+            outcome.revoke = self._stop(conn, run_id, RunState.CANCELLED,
                                         error="cancelled", failed_step=None)
             outcome.run_state = RunState.CANCELLED
             outcome.applied = True
@@ -392,10 +420,10 @@ class RunStore:
 
     def time_out(self, run_id: str) -> Outcome:
         outcome = Outcome()
-        with self.store.session() as session:
-            if not self._lock_run(session, run_id) or not self._expired(session, run_id):
+        with self._tx() as conn:
+            if not self._lock_run(conn, run_id) or not self._expired(conn, run_id):
                 return outcome
-            outcome.revoke = self._stop(session, run_id, RunState.FAILED,
+            outcome.revoke = self._stop(conn, run_id, RunState.FAILED,
                                         error="run timed out", failed_step=None)
             outcome.run_state = RunState.FAILED
             outcome.applied = True
@@ -405,8 +433,8 @@ class RunStore:
         """Run again the failed, cancelled and failure-skipped steps and everything
         downstream of them; succeeded steps keep their results."""
         outcome = Outcome()
-        with self.store.session() as session:
-            reopened = _rows(session, update(Runs).where(
+        with self._tx() as conn:
+            reopened = _run(conn, update(Runs).where(
                 Runs.id == run_id,
                 Runs.state.in_([RunState.FAILED.value, RunState.CANCELLED.value]),
             ).values(state=RunState.RUNNING.value, error=None, failed_step=None,
@@ -414,10 +442,10 @@ class RunStore:
                      deadline=now() + timedelta(seconds=wf.timeout) if wf.timeout else None,
                      )).rowcount
             if reopened != 1:
-                state = self._require(session, run_id)
+                state = self._require(conn, run_id)
                 raise InvalidInput("run", run_id,
                                    f"a FAILED or CANCELLED run to retry (it is {state})")
-            states = {row[0]: (row[1], row[2]) for row in session.execute(select(
+            states = {row[0]: (row[1], row[2]) for row in conn.execute(select(
                 Steps.name, Steps.state, Steps.skip_reason).where(Steps.run_id == run_id))}
             rerun = rerun_set(wf, states)
             by_waiting: dict[int, list[str]] = defaultdict(list)
@@ -425,21 +453,21 @@ class RunStore:
                 by_waiting[sum(1 for d in wf.step(name).depends_on if d in rerun)].append(name)
             for waiting, names in by_waiting.items():
                 for chunk in _chunks(names):
-                    _rows(session, update(Steps).where(
+                    _run(conn, update(Steps).where(
                         Steps.run_id == run_id, Steps.name.in_(chunk),
                     ).values(state=StepState.PENDING.value, waiting=waiting,
                              attempt=Steps.attempt + 1, tries=0, token=None, result=None,
                              error=None, skip_reason=None, started_at=None,
                              finished_at=None, queued_at=None, dispatched=False))
-            _rows(session, update(Runs).where(Runs.id == run_id).values(remaining=len(rerun)))
-            outcome.dispatch = self._claim(session, run_id, by_waiting.get(0, []))
+            _run(conn, update(Runs).where(Runs.id == run_id).values(remaining=len(rerun)))
+            outcome.dispatch = self._claim(conn, run_id, by_waiting.get(0, []))
             outcome.run_state = RunState.RUNNING
             outcome.applied = True
         return outcome
 
     @staticmethod
-    def _require(session: Session, run_id: str) -> str:
-        state = session.scalar(select(Runs.state).where(Runs.id == run_id))
+    def _require(conn: Connection, run_id: str) -> str:
+        state = conn.scalar(select(Runs.state).where(Runs.id == run_id))
         if state is None:
             raise InvalidInput("run_id", run_id, "the id of a workflow run")
         return str(state)
@@ -448,8 +476,8 @@ class RunStore:
     def undispatched(self, older_than: float) -> list[Dispatch]:
         """QUEUED steps whose message was never published (the publisher died)."""
         cutoff = now() - timedelta(seconds=older_than)
-        with self.store.session() as session:
-            rows = session.execute(select(Steps.run_id, Steps.name, Steps.token).where(
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(Steps.run_id, Steps.name, Steps.token).where(
                 Steps.state == StepState.QUEUED.value, Steps.dispatched.is_(False),
                 Steps.queued_at < cutoff)).all()
         return [Dispatch(r[0], r[1], r[2]) for r in rows if r[2]]
@@ -457,10 +485,10 @@ class RunStore:
     def renew(self, stale: Dispatch) -> Dispatch | None:
         """A new token for an undispatched step: any older message becomes inert."""
         token = uuid.uuid4().hex
-        with self.store.session() as session:
-            if not self._lock_run(session, stale.run_id):
+        with self._tx() as conn:
+            if not self._lock_run(conn, stale.run_id):
                 return None
-            renewed = _rows(session, update(Steps).where(
+            renewed = _run(conn, update(Steps).where(
                 Steps.run_id == stale.run_id, Steps.name == stale.name,
                 Steps.token == stale.token, Steps.state == StepState.QUEUED.value,
                 Steps.dispatched.is_(False),

@@ -22,7 +22,9 @@ def register(tw: Taskworks) -> None:
     def _workflow_step(self: Any, run_id: str, step: str, token: str) -> dict[str, Any]:
         return tw.workflows.engine.execute(self, run_id, step, token)
 
-    @tw.task(name=SWEEP_TASK)
+    sweep_queue = "scheduled" if "scheduled" in tw.settings.queues else tw.settings.default_queue
+
+    @tw.task(name=SWEEP_TASK, queue=sweep_queue)
     def _workflow_sweep() -> dict[str, int]:
         return tw.workflows.recover()
 

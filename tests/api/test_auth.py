@@ -43,7 +43,8 @@ def test_dashboard_login_sets_a_session_cookie(api_server: ApiServer) -> None:
         assert browser.get("/").status_code == 303  # to the login page
         assert browser.get("/login").status_code == 200
         wrong = browser.post("/login", data={"token": "not the token"})
-        assert wrong.status_code == 401 and COOKIE not in browser.cookies
+        assert wrong.status_code == 401
+        assert COOKIE not in browser.cookies
         assert "not valid" in wrong.text
         right = browser.post("/login", data={"token": TOKEN})
         assert right.status_code == 303
@@ -92,7 +93,7 @@ def test_loopback_binds_need_no_token_and_short_tokens_are_refused() -> None:
 
 @pytest.fixture
 def cli_env() -> Iterator[dict[str, str]]:
-    yield {k: v for k, v in os.environ.items() if k != "TASKWORKS_API_TOKEN"}
+    return {k: v for k, v in os.environ.items() if k != "TASKWORKS_API_TOKEN"}
 
 
 def test_the_cli_refuses_a_public_bind_without_token(cli_env: dict[str, str]) -> None:
@@ -101,4 +102,5 @@ def test_the_cli_refuses_a_public_bind_without_token(cli_env: dict[str, str]) ->
          "--host", "0.0.0.0", "--port", "18765"],
         cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
-    assert "TASKWORKS_API_TOKEN" in done.stderr and "Traceback" not in done.stderr
+    assert "TASKWORKS_API_TOKEN" in done.stderr
+    assert "Traceback" not in done.stderr

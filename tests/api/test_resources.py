@@ -39,14 +39,16 @@ def test_health_needs_no_token(api_server: Any) -> None:
 
 def test_autoscale_status_decisions_and_replicas(api: httpx.Client) -> None:
     body = api.get("/api/autoscale").json()
-    assert body["running"] is False and body["status"] is None
+    assert body["running"] is False
+    assert body["status"] is None
     assert isinstance(body["decisions"], list)
     for _ in range(5):
         api.post("/api/tasks", json={"name": "tests.echo", "args": [1], "queue": "priority"})
     replicas = api.get("/api/autoscale/replicas").json()
     assert set(replicas) == {"general", "cpu", "priority"}
     priority = replicas["priority"]
-    assert priority["backlog"] == 5 and priority["queues"] == {"priority": 5}
+    assert priority["backlog"] == 5
+    assert priority["queues"] == {"priority": 5}
     assert priority["min"] <= priority["desired"] <= priority["max"]
 
 
@@ -71,3 +73,25 @@ def test_unknown_breaker_is_404_and_a_bad_name_422(api: httpx.Client) -> None:
     assert api.get("/api/breakers/no.such.breaker").status_code == 404
     assert api.post("/api/breakers/no.such.breaker/reset").status_code == 404
     assert api.get("/api/breakers/bad%20name").status_code == 422
+
+
+def test_a_broker_that_is_down_is_a_503_not_a_500(tmp_path: Any) -> None:
+    from taskworks import Taskworks
+    from taskworks.settings import load_settings
+    from tests.api.server import ApiServer
+    from tests.support.postgres import free_port
+
+    # nothing listens on this port: every broker call is refused
+    down = Taskworks(settings=load_settings(broker_url=f"redis://127.0.0.1:{free_port()}/0",
+                                            database_url=f"sqlite:///{tmp_path / 's.db'}"))
+    server = ApiServer(down).start()
+    try:
+        with server.client(token=None) as client:
+            health = client.get("/api/health")
+            assert health.status_code == 503
+            assert health.json()["broker"] is False
+            queues = client.get("/api/queues")
+            assert queues.status_code == 503
+            assert "broker is unavailable" in queues.json()["detail"]
+    finally:
+        server.stop()

@@ -24,9 +24,11 @@ def test_submit_then_status_result_and_attempts(api: httpx.Client,
     response = api.post("/api/tasks", json={"name": "tests.echo", "args": [7]})
     assert response.status_code == 201, response.text
     submitted = response.json()
-    assert submitted["name"] == "tests.echo" and submitted["queue"] == "default"
+    assert submitted["name"] == "tests.echo"
+    assert submitted["queue"] == "default"
     done = _until(api, submitted["id"], "SUCCESS")
-    assert done["ready"] is True and done["result"] == 7
+    assert done["ready"] is True
+    assert done["result"] == 7
     result = api.get(f"/api/tasks/{submitted['id']}/result").json()
     assert result == {"id": submitted["id"], "state": "SUCCESS", "ready": True, "result": 7,
                       "error": None}
@@ -41,7 +43,8 @@ def test_a_queued_task_is_known_before_any_worker_sees_it(api: httpx.Client) -> 
     task_id = api.post("/api/tasks", json={"name": "tests.echo", "args": [1],
                                            "queue": "scheduled"}).json()["id"]
     status = api.get(f"/api/tasks/{task_id}").json()
-    assert status["state"] == "PENDING" and status["ready"] is False
+    assert status["state"] == "PENDING"
+    assert status["ready"] is False
     assert api.get("/api/queues").json()[4] == {"name": "scheduled", "waiting": 1,
                                                 "unacked": 0, "backlog": 1}
 
@@ -50,12 +53,16 @@ def test_progress_and_failure_are_reported(api: httpx.Client,
                                            start_worker: Callable[..., Any]) -> None:
     start_worker(["default"])
     task_id = api.post("/api/tasks", json={"name": "tests.stepper",
-                                           "kwargs": {"steps": 3, "pause": 0.3,
-                                                      "fail": True}}).json()["id"]
+                                           "kwargs": {"steps": 3, "pause": 0.3}}).json()["id"]
     moving = _until(api, task_id, "PROGRESS", "/progress")
-    assert moving["total"] == 3 and 0 < moving["percent"] <= 100
-    failed = _until(api, task_id, "FAILURE")
-    assert failed["ready"] is True and failed["error"] == "ValueError: boom at the end"
+    assert moving["total"] == 3
+    assert 0 < moving["percent"] <= 100
+    assert _until(api, task_id, "SUCCESS")["result"] == {"steps": 3}
+    failing = api.post("/api/tasks", json={"name": "tests.critical",
+                                           "args": ["boom"]}).json()["id"]  # no retries
+    failed = _until(api, failing, "FAILURE")
+    assert failed["ready"] is True
+    assert failed["error"] == "ValueError: boom"
 
 
 def test_revoke_a_task_waiting_for_its_countdown(api: httpx.Client,
@@ -74,6 +81,7 @@ def test_revoke_a_task_waiting_for_its_countdown(api: httpx.Client,
     ({"name": "tests.echo", "queue": "nowhere"}, "queue"),
     ({"name": "tests.echo", "priority": 10}, "priority"),
     ({"name": "tests.echo", "countdown": -1}, "countdown"),
+    ({"name": "tests.echo", "countdown": 7200}, "countdown"),  # >= visibility_timeout
     ({"name": "tests.echo", "args": {"not": "a list"}}, "args"),
     ({"name": "tests.echo", "kwargs": [1]}, "kwargs"),
     ({"name": ""}, "name"),

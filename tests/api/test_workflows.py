@@ -56,7 +56,8 @@ def test_register_start_and_follow_a_run(api: httpx.Client, worker: Any,
     steps = {s["name"]: s for s in run["steps"]}
     assert all(s["state"] == "SUCCEEDED" for s in steps.values())
     assert steps["load"]["depends_on"] == ["clean", "check"]
-    assert steps["load"]["task"] == "wf.record" and run["input"] == {"x": 1}
+    assert steps["load"]["task"] == "wf.record"
+    assert run["input"] == {"x": 1}
     assert redis_client.lrange("wf:api", 0, -1)[-1] == "load"
     listed = api.get(f"/api/workflows/{name}/runs").json()
     assert [r["id"] for r in listed] == [run["id"]]
@@ -79,13 +80,16 @@ def test_an_invalid_definition_names_every_problem(api: httpx.Client) -> None:
         {"name": "b", "task": "wf.record", "depends_on": ["zzz"]}]})
     assert response.status_code == 422
     detail = response.json()["detail"][0]
-    assert detail["field"] == "workflow" and len(detail["errors"]) == 2
+    assert detail["field"] == "workflow"
+    assert len(detail["errors"]) == 2
     assert any("no.such.task" in e for e in detail["errors"])
     shape = api.post("/api/workflows", json={"name": "x", "steps": "nope"})
-    assert shape.status_code == 422 and shape.json()["detail"][0]["field"] == "workflow.steps"
+    assert shape.status_code == 422
+    assert shape.json()["detail"][0]["field"] == "workflow.steps"
     not_yaml = api.post("/api/workflows", content=b"name: [", headers={
         "Content-Type": "application/yaml"})
-    assert not_yaml.status_code == 422 and not_yaml.json()["detail"][0]["field"] == "body"
+    assert not_yaml.status_code == 422
+    assert not_yaml.json()["detail"][0]["field"] == "body"
 
 
 def test_unknown_workflow_and_run_are_404(api: httpx.Client) -> None:
@@ -121,3 +125,24 @@ def test_cancel_a_running_run(api: httpx.Client, worker: Any) -> None:
     assert cancelled.status_code == 200
     run = _run_until(api, run_id, "CANCELLED")
     assert {s["name"]: s["state"] for s in run["steps"]}["after"] == "CANCELLED"
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"timeout": 1e20}, "timeout"),
+    ({"version": 2**40}, "version"),
+    ({"steps": [{"name": "a", "task": "wf.record", "timeout": 1e20}]}, "steps[0] (a).timeout"),
+    ({"steps": [{"name": "a", "task": "wf.record",
+                 "retries": {"max_retries": 10**6}}]}, "steps[0] (a).retries.max_retries"),
+    ({"steps": [{"name": "a", "task": "wf.record",
+                 "retries": {"max_retries": 999, "backoff_factor": 50}}]},
+     "steps[0] (a).retries.backoff_factor"),
+    ({"name": "x" * 300}, "name"),
+])
+def test_numbers_that_would_overflow_later_are_refused_now(api: httpx.Client,
+                                                          change: dict[str, Any],
+                                                          field: str) -> None:
+    body = {"name": f"big-{uuid.uuid4().hex[:6]}",
+            "steps": [{"name": "a", "task": "wf.record"}], **change}
+    response = api.post("/api/workflows", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == field

@@ -14,9 +14,11 @@ from examples import patterns
 from taskworks import Taskworks
 from taskworks.errors import HttpUnavailable
 from taskworks.runtime.retry import RetryPolicy
+from tests.mapreduce import job_functions
 
 tw = Taskworks()
 patterns.register(tw)  # the seed's task patterns, tested in tests/examples/
+job_functions.register(tw)  # a custom map-reduce function, tests/mapreduce/
 
 
 def _redis() -> redis.Redis:
@@ -185,7 +187,7 @@ shared_b = tw.task(name="tests.shared_b", rate_limit_name="tests-shared-api")(_a
 
 
 # -- circuit breakers ------------------------------------------------------------------
-tw.breakers.register("tests.guarded", failure_threshold=2, reset_timeout=1.0,
+tw.breakers.register("tests.guarded", failure_threshold=2, reset_timeout=2.0,
                      count=(ConnectionError,))
 # long enough to outlive a worker restart
 tw.breakers.register("tests.guarded_long", failure_threshold=2, reset_timeout=5.0,
@@ -193,8 +195,9 @@ tw.breakers.register("tests.guarded_long", failure_threshold=2, reset_timeout=5.
 
 
 def _guarded(key: str) -> int:
-    """Fails while the Redis key ``<key>:fail`` exists; counts every run of the body."""
+    """Fails while the Redis key ``<key>:fail`` exists; counts and times every run."""
     run = int(_redis().incr(f"{key}:runs"))
+    _redis().rpush(f"{key}:at", repr(time.time()))
     if _redis().exists(f"{key}:fail"):
         raise ConnectionError(f"{key} is down")
     return run
@@ -211,7 +214,7 @@ workflow_steps.register(tw)
 # taskworks.http_call against the tests' local servers: quick retries, a quick host breaker
 tw.retry_policies.register("taskworks.http_call", RetryPolicy(
     max_retries=2, base_delay=0.05, jitter=False, retry_on=(HttpUnavailable,)))
-tw.breakers.register_family("http:127.0.0.1:", failure_threshold=3, reset_timeout=1.0,
+tw.breakers.register_family("http:127.0.0.1:", failure_threshold=3, reset_timeout=2.0,
                             count=(HttpUnavailable,))
 
 
@@ -221,3 +224,12 @@ def memory_hog(fail: bool) -> int:
     if fail:
         raise MemoryError("pretend the heap is full")
     return os.getpid()
+
+
+@tw.task(name="tests.idem_self_retry", idempotent=True, bind=True)
+def idem_self_retry(self: Any, key: str) -> int:
+    """Retries itself from its body once: its lease must not block its own retry."""
+    run = int(_redis().incr(f"{key}:runs"))
+    if run == 1:
+        raise self.retry(countdown=0.1)
+    return run

@@ -45,9 +45,13 @@ def register(tw: Taskworks) -> None:
     @tw.task(name="wf.fail", retry_policy=NO_RETRY)
     def fail(input: Any = None, results: dict[str, Any] | None = None,
              label: str = "", key: str = "wf:order", times: int = -1,
-             switch: str | None = None) -> str:
-        """Fail the first ``times`` runs (-1: always), or while the key ``switch`` exists."""
+             switch: str | None = None, after: str | None = None) -> str:
+        """Fail the first ``times`` runs (-1: always), or while the key ``switch`` exists;
+        with ``after``, first wait (up to 10 s) until that Redis list is not empty."""
         r = client()
+        deadline = time.monotonic() + 10
+        while after and not r.llen(after) and time.monotonic() < deadline:
+            time.sleep(0.02)
         run = int(r.incr(f"{key}:{label}:runs"))
         r.rpush(f"{key}:attempts", label)
         failing = bool(r.exists(switch)) if switch else (times < 0 or run <= times)
@@ -77,6 +81,15 @@ def register(tw: Taskworks) -> None:
     @tw.task(name="wf.unserialisable", retry_policy=NO_RETRY)
     def unserialisable(input: Any = None, results: Any = None) -> Any:
         return object()
+
+    @tw.task(name="wf.waits_inside", retry_policy=NO_RETRY)
+    def waits_inside(run_id: str) -> str:
+        """Run.wait() inside a task must refuse, not block the worker."""
+        try:
+            tw.workflows.run(run_id).wait(timeout=5)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "waited"
 
     tw.workflows.predicates.register(
         "input_is_large", lambda doc: int((doc["input"] or {}).get("size", 0)) > 100)

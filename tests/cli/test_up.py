@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -24,10 +25,19 @@ def _descendants(pid: int) -> list[int]:
     return children + [d for c in children for d in _descendants(c)]
 
 
+def _get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return None
+
+
 def test_up_serves_every_group_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKWORKS_")}
-    env.update({"TASKWORKS_EMBEDDED_PORT": str(port), "TASKWORKS_DATA_DIR": str(tmp_path)})
+    api_port = free_port()
+    env.update({"TASKWORKS_EMBEDDED_PORT": str(port), "TASKWORKS_DATA_DIR": str(tmp_path),
+                "TASKWORKS_API__PORT": str(api_port)})
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen([sys.executable, "-m", "taskworks", "up", "--no-beat"], cwd=ROOT,
                           env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -43,6 +53,9 @@ def test_up_serves_every_group_and_ctrl_c_stops_everything(tmp_path: Path) -> No
                  for q, r in results.items()}
         assert hosts == {"default": "general", "cpu_intensive": "cpu", "priority": "priority"}
         assert (tmp_path / "taskworks.db").exists()  # migrations ran
+        health = wait_for(lambda: _get(f"http://127.0.0.1:{api_port}/api/health"),
+                          timeout=30, what="the API")
+        assert health.status_code == 200
 
         children = _descendants(up.pid)
         assert len(children) >= 4  # broker + three workers (+ the cpu pool)

@@ -42,7 +42,8 @@ def test_csv_import_streams_in_chunks(store: Store, tmp_path: Path) -> None:
     assert rows[3] == (3, {"id": 3, "name": "name 3", "score": 1.5, "zip": "03",
                            "note": "a, b"})  # numbers inferred, leading zeros kept as text
     assert len(seen) >= 25 // 4  # one progress report per chunk, bytes read growing
-    assert seen == sorted(seen) and seen[-1] == path.stat().st_size
+    assert seen == sorted(seen)
+    assert seen[-1] == path.stat().st_size
 
 
 def test_csv_without_inference_and_empty_cells(store: Store, tmp_path: Path) -> None:

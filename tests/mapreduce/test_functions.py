@@ -226,7 +226,8 @@ def test_transformation_partitioned_equals_single_process(sqlite_store: Store, d
     result = run_local(sqlite_store, info.name, "transformation",
                        {**TRANSFORMATION, "output": output}, size).result
     expected_items, expected_errors = transform_reference(items)
-    assert result["output_dataset"] == output and result["items"] == len(items)
+    assert result["output_dataset"] == output
+    assert result["items"] == len(items)
     assert {field: (e["count"], [s["item_index"] for s in e["samples"]])
             for field, e in result["calculation_errors"].items()} == expected_errors
     datasets = Datasets(sqlite_store)

@@ -14,8 +14,8 @@ from taskworks.resilience.idempotency import call_key, canonical_digest
 from tests.support.wait import wait_for
 from tests.support.workers import WorkerProcess
 
-#: lease renewed every second: a killed worker's lease lapses after 3 s
-SHORT_LEASE = {"TASKWORKS_IDEMPOTENCY__LEASE_SECONDS": "3", "TASKWORKS_VISIBILITY_TIMEOUT": "3"}
+#: a killed worker's lease lapses after 2 s; its message is restored after 3 s
+SHORT_LEASE = {"TASKWORKS_IDEMPOTENCY__LEASE_SECONDS": "2", "TASKWORKS_VISIBILITY_TIMEOUT": "3"}
 
 
 def idem_keys(name: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -89,9 +89,9 @@ def test_drop_answers_a_running_duplicate_at_once_with_the_running_task_id(
     tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess],
 ) -> None:
     start_worker(pool="threads", concurrency=2)
-    running = tw.submit("tests.idem_drop", ["dropme", 2.0])
+    running = tw.submit("tests.idem_drop", ["dropme", 1.5])
     wait_for(lambda: redis_client.get("dropme:runs") == "1", what="the first run to start")
-    duplicate = tw.submit("tests.idem_drop", ["dropme", 2.0]).get(timeout=30)
+    duplicate = tw.submit("tests.idem_drop", ["dropme", 1.5]).get(timeout=30)
     assert duplicate == {"status": "duplicate", "task_id": running.id}
     assert running.get(timeout=30)["run"] == 1
     assert redis_client.get("dropme:runs") == "1"
@@ -108,13 +108,24 @@ def test_a_failure_stores_nothing_and_the_retry_runs(
     assert redis_client.exists(lease_key) == 0
 
 
+def test_a_body_that_retries_itself_is_not_blocked_by_its_own_lease(
+    tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess],
+) -> None:
+    start_worker()
+    assert tw.submit("tests.idem_self_retry", ["selfr"]).get(timeout=20) == 2
+    assert tw.submit("tests.idem_self_retry", ["selfr"]).get(timeout=20) == 2
+    assert redis_client.get("selfr:runs") == "2"
+    _, lease_key = idem_keys("tests.idem_self_retry", ["selfr"])
+    assert redis_client.exists(lease_key) == 0
+
+
 def test_sigkill_mid_task_gives_exactly_one_more_execution_and_no_stale_lease(
     tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess],
 ) -> None:
     doomed = start_worker(env=SHORT_LEASE)
-    result = tw.submit("tests.idem_work", ["crash", 3.0])
+    result = tw.submit("tests.idem_work", ["crash", 1.5])
     wait_for(lambda: redis_client.get("crash:runs") == "1", what="the first run to start")
-    _, lease_key = idem_keys("tests.idem_work", ["crash", 3.0])
+    _, lease_key = idem_keys("tests.idem_work", ["crash", 1.5])
     assert redis_client.exists(lease_key) == 1
     doomed.kill()
 
@@ -125,34 +136,24 @@ def test_sigkill_mid_task_gives_exactly_one_more_execution_and_no_stale_lease(
     assert redis_client.get("crash:done") == "1"
     assert redis_client.exists(lease_key) == 0
     # after the success it never runs again
-    assert tw.submit("tests.idem_work", ["crash", 3.0]).get(timeout=30) == value
+    assert tw.submit("tests.idem_work", ["crash", 1.5]).get(timeout=30) == value
     assert redis_client.get("crash:runs") == "2"
 
 
-def test_lease_is_renewed_while_the_task_runs_longer_than_the_lease(
+def test_lease_is_renewed_and_waiting_duplicates_spend_no_retries(
     tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    start_worker(pool="threads", concurrency=2, env=SHORT_LEASE)
-    first = tw.submit("tests.idem_work", ["long", 5.0])
+    # a 2 s lease over a 4 s run; the duplicate re-checks every 0.2 s: ~20 deferrals,
+    # far more than the default policy's 3 retries
+    start_worker(pool="threads", concurrency=2, env={
+        "TASKWORKS_IDEMPOTENCY__LEASE_SECONDS": "2",
+        "TASKWORKS_IDEMPOTENCY__WAIT_INTERVAL": "0.2"})
+    first = tw.submit("tests.idem_work", ["long", 4.0])
     wait_for(lambda: redis_client.get("long:runs") == "1", what="the first run to start")
-    duplicate = tw.submit("tests.idem_work", ["long", 5.0])
+    duplicate = tw.submit("tests.idem_work", ["long", 4.0])
     assert first.get(timeout=30) == duplicate.get(timeout=30)
-    assert redis_client.get("long:runs") == "1"  # a 3 s lease held over a 5 s run
-
-
-def test_waiting_duplicates_do_not_spend_retries(
-    tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess],
-) -> None:
-    # tests.idem_work has the default policy (3 retries): a duplicate deferred many more
-    # times than that while the first runs must still end with the shared result
-    start_worker(pool="threads", concurrency=2,
-                 env={"TASKWORKS_IDEMPOTENCY__WAIT_INTERVAL": "0.2"})
-    first = tw.submit("tests.idem_work", ["patient", 3.0])
-    wait_for(lambda: redis_client.get("patient:runs") == "1", what="the first run to start")
-    duplicate = tw.submit("tests.idem_work", ["patient", 3.0])
-    assert duplicate.get(timeout=30) == first.get(timeout=30)
-    assert redis_client.get("patient:runs") == "1"
-    assert duplicate.retries == 0  # ~15 deferrals, none counted as a retry
+    assert redis_client.get("long:runs") == "1"  # the lease outlived its 2 s by renewal
+    assert duplicate.retries == 0  # deferrals are not retries
 
 
 def test_submit_dedupe_key_returns_the_queued_task_instead_of_sending_twice(

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import select
 
 from taskworks.errors import InvalidInput
 from taskworks.resilience.ratelimit import Rate, RateLimitMiddleware, RateLimits
+from taskworks.store.tables import JournalEntry
 from tests.support.wait import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -103,3 +105,13 @@ def test_a_named_limit_is_shared_by_several_tasks(
     # 10/s for both tasks together: 30 admissions need at least 2.9 s
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert rate <= 11, rate
+
+    def deferrals() -> list[JournalEntry]:
+        with tw.store.session() as session:
+            return list(session.scalars(select(JournalEntry).where(
+                JournalEntry.name == "tests.shared_b", JournalEntry.state == "deferred")))
+
+    # the journal says why tasks waited (rows are written in batches: wait for them)
+    rows = wait_for(deferrals, what="deferred rows in the journal")
+    assert {r.exc_type for r in rows} == {"RateLimited"}
+    assert "rate limit 'tests-shared-api' reached" in (rows[0].exc_message or "")

@@ -134,3 +134,10 @@ def test_retry_budget_stops_a_retry_storm(
     letters = tw.dead_letters.find()
     assert len(letters) == 5
     assert {letter.reason for letter in letters} == {"retry_budget"}
+
+
+@pytest.mark.parametrize("factor", [2, 2.0, 1e300])
+def test_huge_exponents_stay_at_max_delay(factor: float) -> None:
+    policy = RetryPolicy(max_retries=5000, base_delay=1, backoff_factor=factor, max_delay=60,
+                         jitter=False)
+    assert policy.delay(4999) == 60.0

@@ -87,8 +87,8 @@ def test_emergency_ignores_the_cooldown() -> None:
 
 
 @pytest.mark.parametrize(("cpu", "memory", "held_by"), [
-    (95, 30, "CPU 95% >= ceiling 90%"),
-    (10, 90, "memory 90% >= threshold 85%"),
+    (95, 30, "CPU 95% > ceiling 90%"),
+    (10, 90, "memory 90% > threshold 85%"),
 ])
 def test_no_scale_up_past_the_ceilings_even_in_an_emergency(cpu: float, memory: float,
                                                             held_by: str) -> None:

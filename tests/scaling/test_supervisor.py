@@ -81,11 +81,13 @@ def test_a_burst_scales_up_then_back_down_and_every_task_is_journaled_once(
 ) -> None:
     supervisor = make_supervisor({"min_workers": 1, "max_workers": 3, "target_backlog": 200,
                                   "queue_threshold": 100_000},
-                                 scale_up_cooldown=0.5, scale_down_after=1.0)
+                                 scale_up_cooldown=0.5, scale_down_after=1.0,
+                                 # the test loads both cores itself: don't let that hold it
+                                 cpu_ceiling=100, memory_threshold=100)
     _ready(tw, supervisor, 1)
-    for i in range(5000):
-        tw.submit("tests.echo", [i])
-    wait_for(lambda: _live(supervisor) == 3, timeout=30, what="scale-up to 3 workers")
+    # the whole burst at once (pipelined), as a burst arrives in production
+    tw.submit_many("tests.echo", [[i] for i in range(5000)], batch_size=5000)
+    wait_for(lambda: _live(supervisor) == 3, timeout=60, what="scale-up to 3 workers")
     counts = wait_for(
         lambda: (c := journal.counts_by_state(tw.store, "tests.echo")).get("success") == 5000
         and c, timeout=240, interval=0.5, what="5,000 journaled successes")

@@ -126,3 +126,13 @@ def test_a_dropped_postgres_connection_is_retried_and_succeeds(
     admin.dispose()
     assert result.get(timeout=60) == [{"answer": 42, "tag": "t"}]
     assert result.retries == 1  # the OperationalError was retried once, with backoff
+
+
+def test_the_databases_setting_refuses_a_url_it_cannot_use() -> None:
+    from taskworks.errors import ConfigError
+    from taskworks.settings import load_settings
+
+    assert load_settings(databases={"b": "postgresql://u@h/db"}).databases == {
+        "b": "postgresql://u@h/db"}
+    with pytest.raises(ConfigError, match=r"databases\['b'\]: expected a database of kind"):
+        load_settings(databases={"b": "mysql://u@h/db"})

@@ -30,7 +30,7 @@ def test_linear_runs_in_order_once_each(tw: Any, redis_client: redis.Redis, work
 def test_diamond_join_runs_after_both_branches(tw: Any, redis_client: redis.Redis,
                                                worker: Any) -> None:
     wf = tw.workflows.register(workflow(
-        "diamond", rec("top"), rec("left", "top", sleep=0.3), rec("right", "top"),
+        "diamond", rec("top"), rec("left", "top", sleep=1.0), rec("right", "top"),
         rec("join", "left", "right")))
     status = tw.workflows.start(wf.name).wait(timeout=30)
     assert status.state == "SUCCEEDED"
@@ -156,3 +156,10 @@ def test_property_random_dags_on_a_real_worker(tw: Any, redis_client: redis.Redi
     position = {name: i for i, name in enumerate(ran)}
     for step in steps:
         assert all(position[d] < position[step.name] for d in step.depends_on)
+
+
+def test_wait_inside_a_task_refuses(tw: Any, worker: Any) -> None:
+    wf = tw.workflows.register(workflow("waited", rec("a")))
+    run = tw.workflows.start(wf.name)
+    answer = tw.submit("wf.waits_inside", [run.id]).get(timeout=30)
+    assert answer.startswith("TaskworksError: Run.wait() inside a task would block a worker")

@@ -41,7 +41,7 @@ def test_step_retries_with_backoff_then_succeeds(tw: Any, redis_client: redis.Re
 
 def test_fail_fast_cancels_the_rest(tw: Any, redis_client: redis.Redis, worker: Any) -> None:
     wf = tw.workflows.register(workflow(
-        "fast", rec("root"), failing("bad", "root"),
+        "fast", rec("root"), failing("bad", "root", after="wf:order:started"),
         rec("slow", "root", sleep=1.5), rec("after_slow", "slow"), rec("after_bad", "bad")))
     status = tw.workflows.start(wf.name).wait(timeout=30)
     assert status.state == "FAILED"
@@ -192,3 +192,17 @@ def test_run_timeout_fails_the_run(tw: Any, redis_client: redis.Redis, worker: A
     assert status.state == "FAILED"
     assert status.error == "run timed out"
     assert status.steps["b"].state == "CANCELLED"
+
+
+def test_cancel_with_terminate_kills_the_running_step(
+        tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker(["default"], pool="prefork", concurrency=1)
+    wf = tw.workflows.register(workflow("terminate", rec("long", sleep=30), rec("next", "long")))
+    run = tw.workflows.start(wf.name)
+    wait_for(lambda: lrange(redis_client, "wf:order:started") == ["long"], what="long to start")
+    assert run.cancel(terminate=True).state == "CANCELLED"
+    # the only pool process is free again long before the 30 s body could have ended
+    assert tw.submit("wf.noop").get(timeout=15) == 0
+    assert lrange(redis_client, "wf:order") == []
+    assert {n: s.state for n, s in run.status().steps.items()} == {
+        "long": "CANCELLED", "next": "CANCELLED"}

@@ -125,7 +125,9 @@ def test_cancel_racing_completions_dispatches_nothing(runs: RunStore) -> None:
     states = {r.name: r.state for r in runs.step_rows(run_id)}
     if dispatched:  # z was claimed before the cancel took the lock: then it was cancelled
         assert [d.name for d in dispatched] == ["z"]
-        assert dispatched[0].task_id in cancelled.revoke
+        # and its message, when it comes, cannot start it
+        assert runs.start_step(run_id, "z", dispatched[0].token, redelivered=False,
+                               celery_id=None) is None
     assert states["z"] == "CANCELLED"
     assert runs.cancel(run_id).applied is False  # idempotent
 
@@ -145,13 +147,13 @@ def test_fail_fast_and_continue(runs: RunStore) -> None:
     w2 = wf(s("a"), s("bad", "a"), s("ok", "a"), s("after_ok", "ok"), name="fast")
     run_id, roots = runs.create_run(w2, None)
     bad, ok = sorted(run_step(runs, w2, roots[0]), key=lambda d: d.name)
-    runs.start_step(run_id, "ok", ok.token, redelivered=False, celery_id=None)
+    runs.start_step(run_id, "ok", ok.token, redelivered=False, celery_id="ok-task-id")
     out = runs.finish_step(w2, run_id, "bad", bad.token, StepState.FAILED, error="boom")
     assert not out.applied  # bad was never started: the finish does not apply
     runs.start_step(run_id, "bad", bad.token, redelivered=False, celery_id=None)
     out = runs.finish_step(w2, run_id, "bad", bad.token, StepState.FAILED, error="boom")
     assert out.run_state == "FAILED"
-    assert out.revoke == [ok.task_id]
+    assert out.revoke == ["ok-task-id"]  # the running step's message is revoked
     assert runs.finish_step(w2, run_id, "ok", ok.token, StepState.SUCCEEDED).dispatch == []
     assert {r.name: r.state for r in runs.step_rows(run_id)} == {
         "a": "SUCCEEDED", "bad": "FAILED", "ok": "CANCELLED", "after_ok": "CANCELLED"}

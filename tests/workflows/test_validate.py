@@ -66,7 +66,8 @@ def test_self_dependency_and_bad_conditions(tw: Any) -> None:
     )
     assert errors == [
         "steps[0] (s).depends_on: a step cannot depend on itself",
-        "steps[1] (p).when.name: unknown predicate 'nope' (registered: input_is_large)",
+        "steps[1] (p).when.name: unknown predicate 'nope' (registered: input_is_large, "
+        "medium_sized)",
         "steps[2] (k).when.type: got 'regex_match', expected one of value_equals, "
         "value_greater_than, field_exists, predicate",
         "steps[3] (f).when.field: got 'elsewhere.x', expected a path starting with input., "

@@ -20,6 +20,7 @@ from taskworks.api.models import (
     TaskSubmit,
     TaskSubmitted,
 )
+from taskworks.errors import InvalidInput
 from taskworks.runtime import journal
 from taskworks.runtime.progress import Progress
 
@@ -30,6 +31,11 @@ TaskId = Annotated[str, Path(pattern=ID_PATTERN, description="the Celery task id
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskSubmitted)
 def submit(body: TaskSubmit, ctx: Ctx) -> TaskSubmitted:
     """Send a registered task by name (through ``tw.submit``)."""
+    limit = ctx.tw.settings.visibility_timeout
+    if body.countdown is not None and body.countdown >= limit:
+        # the Redis transport would redeliver it every visibility_timeout: duplicates
+        raise InvalidInput("countdown", body.countdown,
+                           f"seconds below the broker's visibility_timeout ({limit})")
     result = ctx.tw.submit(body.name, body.args, body.kwargs, queue=body.queue,
                            priority=body.priority, countdown=body.countdown)
     ctx.remember(result.id)

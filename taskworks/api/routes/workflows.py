@@ -32,6 +32,9 @@ MAX_DEFINITION_BYTES = 1_000_000
 #: the store's column sizes: refused here rather than failing in PostgreSQL
 MAX_NAME = 255
 MAX_INT = 2**31 - 1
+#: ten years: any longer timeout or delay is a mistake, and datetimes overflow further on
+MAX_SECONDS = 10 * 365 * 86_400.0
+MAX_RETRIES = 1000
 
 WorkflowName = Annotated[str, Path(min_length=1, max_length=MAX_NAME)]
 RunId = Annotated[str, Path(pattern=ID_PATTERN, description="the run id")]
@@ -59,10 +62,36 @@ def _parse(raw: bytes, content_type: str) -> Any:
 
 
 def _check_sizes(wf: Workflow) -> None:
+    """Bounds the definition model leaves open, so that a huge number is a 422 here
+    rather than an overflow when a run starts, a deadline is computed or a retry waits."""
     if len(wf.name) > MAX_NAME:
         raise InvalidInput("name", wf.name[:40] + "...", f"at most {MAX_NAME} characters")
     if not 1 <= wf.version <= MAX_INT:
         raise InvalidInput("version", wf.version, f"an integer from 1 to {MAX_INT}")
+    seconds = f"seconds, at most {MAX_SECONDS:.0f}"
+    if wf.timeout is not None and not 0 < wf.timeout <= MAX_SECONDS:
+        raise InvalidInput("timeout", wf.timeout, seconds)
+    for i, step in enumerate(wf.steps):
+        where = f"steps[{i}] ({step.name})"
+        for key in ("soft_timeout", "timeout"):
+            value = getattr(step, key)
+            if value is not None and value > MAX_SECONDS:
+                raise InvalidInput(f"{where}.{key}", value, seconds)
+        r = step.retries
+        if r is None:
+            continue
+        if r.max_retries > MAX_RETRIES:
+            raise InvalidInput(f"{where}.retries.max_retries", r.max_retries,
+                               f"at most {MAX_RETRIES}")
+        for key in ("base_delay", "max_delay"):
+            if getattr(r, key) > MAX_SECONDS:
+                raise InvalidInput(f"{where}.retries.{key}", getattr(r, key), seconds)
+        try:  # the retry delay is base_delay * backoff_factor ** retries_done
+            float(r.backoff_factor) ** r.max_retries
+        except OverflowError:
+            raise InvalidInput(f"{where}.retries.backoff_factor", r.backoff_factor,
+                               f"a factor whose power {r.max_retries} (max_retries) is a "
+                               "finite number") from None
 
 
 def definition_of(ctx: ApiContext, name: str, version: int | None = None) -> Workflow:

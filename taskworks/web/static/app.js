@@ -258,10 +258,14 @@ function autoscalePage() {
 // -- workflows and runs ------------------------------------------------------------------
 function workflowsPage() {
   const inputs = {};  // keep what the user typed across refreshes
+  let shown = null;  // the definitions on screen: rebuilt only when they change
   const refreshDefinitions = async () => {
     const rows = await api("/api/workflows");
     const latest = new Map();
-    for (const d of rows) latest.set(d.name, d);
+    for (const d of rows) if (!d.name.startsWith(JOB_WORKFLOW)) latest.set(d.name, d);
+    const key = JSON.stringify([...latest.values()].map((d) => [d.name, d.version]));
+    if (key === shown) return;
+    shown = key;
     fill("definitions", [...latest.values()].map((d) => {
       const input = el("input", {class: "run-input", placeholder: "{}", value: inputs[d.name] || ""});
       input.addEventListener("input", () => { inputs[d.name] = input.value; });
@@ -282,11 +286,11 @@ function workflowsPage() {
   const refreshRuns = async () => {
     const rows = await api("/api/runs?limit=50");
     fill("runs", rows.map((r) => el("tr", {},
-      el("td", {}, el("a", {href: `/runs/${encodeURIComponent(r.id)}`, class: "mono"}, r.id)),
+      el("td", {}, el("a", {href: `/${r.workflow.startsWith(JOB_WORKFLOW) ? "jobs" : "runs"}/${encodeURIComponent(r.id)}`, class: "mono"}, r.id)),
       el("td", {}, r.workflow), el("td", {}, badge(r.state)), el("td", {}, when(r.created_at)),
       el("td", {}, when(r.finished_at)), el("td", {}, r.error || ""))));
   };
-  refreshDefinitions().catch((e) => show(e.message, true));
+  poll(refreshDefinitions, 5000);
   poll(refreshRuns, 2000);
 }
 
@@ -374,9 +378,143 @@ function runPage() {
   poll(refresh, 1000);
 }
 
+// -- map-reduce jobs and datasets --------------------------------------------------------
+const JOB_WORKFLOW = "mapreduce.";  // the workflows jobs generate: shown as jobs, not runs
+const STRIP_MAX = 200;  // above this many partitions the list shows the overall bar only
+
+function pct(value) {
+  const n = Number(value);
+  return isFinite(n) ? Math.max(0, Math.min(100, n)) : 0;
+}
+
+// A progress bar: kind "job" (coloured by the job's state) or "part" (one partition).
+function bar(kind, state, percent, attrs) {
+  const value = pct(percent);
+  const lower = String(state).toLowerCase();
+  return el("span", Object.assign({class: `bar ${kind}-${lower}`, role: "progressbar",
+    "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": value, "data-percent": value,
+    "data-state": state}, attrs || {}), el("span", {class: "fill", style: `width:${value}%`}));
+}
+
+function partitionBar(p) {
+  return bar("part", p.state, p.percent, {"data-partition": p.index,
+    title: `partition ${p.index}: items [${p.start}, ${p.end}) ${p.state}`});
+}
+
+function jobsPage() {
+  const form = document.getElementById("job-filters");
+  const details = new Map();  // job id -> its last detail, refetched while it may change
+  const refresh = async () => {
+    const params = new URLSearchParams({limit: "50"});
+    const state = new FormData(form).get("state");
+    if (state) params.set("state", state);
+    const rows = await api(`/api/jobs?${params}`);
+    await Promise.all(rows.filter((j) => j.partitions_total <= STRIP_MAX).map(async (j) => {
+      const known = details.get(j.id);
+      if (!known || known.state !== j.state || j.state === "running") {
+        details.set(j.id, await api(`/api/jobs/${encodeURIComponent(j.id)}`));
+      }
+    }));
+    fill("jobs", rows.map((j) => {
+      const link = `/jobs/${encodeURIComponent(j.id)}`;
+      const detail = details.get(j.id);
+      const strip = detail && detail.partitions.length === j.partitions_total
+        ? el("span", {class: "strip"}, ...detail.partitions.map((p) => partitionBar(p)))
+        : el("span", {class: "sub"}, Object.entries(j.partition_states).map(([s, n]) => `${s.toLowerCase()} ${n}`).join(" · "));
+      return el("tr", {"data-job": j.id},
+        el("td", {}, el("a", {href: link, class: "mono"}, j.id.slice(0, 8))),
+        el("td", {}, j.dataset), el("td", {}, j.function), el("td", {}, badge(j.state)),
+        el("td", {}, bar("job", j.state, j.percent),
+          el("span", {class: "pct"}, `${j.partitions_done}/${j.partitions_total}`)),
+        el("td", {}, strip), el("td", {}, when(j.created_at)), el("td", {}, when(j.finished_at)),
+        el("td", {}, j.state === "completed" ? el("a", {href: `${link}#result`, class: "result-link"}, "result") : ""));
+    }));
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    refresh().catch((e) => show(e.message, true));
+  });
+  poll(refresh, 2000);
+}
+
+function jobPage() {
+  const jobId = document.body.dataset.job;
+  const path = `/api/jobs/${encodeURIComponent(jobId)}`;
+  let shownResult = null;  // the state whose result is on screen
+  const refresh = async () => {
+    const job = await api(path);
+    const state = document.getElementById("job-state");
+    state.textContent = job.state;
+    state.className = `state state-${job.state}`;
+    const reduce = document.getElementById("job-reduce");
+    reduce.textContent = job.reduce;
+    reduce.className = `state state-${job.reduce.toLowerCase()}`;
+    const overall = document.getElementById("job-bar");
+    overall.replaceWith(bar("job", job.state, job.percent, {id: "job-bar", class: `bar bar-wide job-${job.state}`}));
+    document.getElementById("job-progress").textContent =
+      `${job.partitions_done} of ${job.partitions_total} partitions (${pct(job.percent).toFixed(0)} %), ${job.items} items`;
+    document.getElementById("job-error").textContent = job.error || "";
+    fill("partitions", job.partitions.map((p) => el("tr", {"data-partition": p.index},
+      el("td", {}, p.index), el("td", {class: "mono"}, `[${p.start}, ${p.end})`),
+      el("td", {}, badge(p.state)), el("td", {}, partitionBar(p)),
+      el("td", {}, p.tries), el("td", {class: "mono"}, p.error || ""))));
+    if (job.state === "completed" && shownResult !== job.finished_at) {
+      const found = await api(`${path}/result`);
+      document.getElementById("job-result").textContent = JSON.stringify(found.result, null, 2);
+      document.getElementById("result").hidden = false;
+      shownResult = job.finished_at;
+    } else if (job.state !== "completed") {
+      document.getElementById("result").hidden = true;
+      shownResult = null;
+    }
+  };
+  const act = (action) => async () => {
+    try {
+      await api(`${path}/${action}`, {method: "POST"});
+      show(`job ${action} requested`);
+      await refresh();
+    } catch (e) { show(e.message, true); }
+  };
+  document.getElementById("job-cancel").addEventListener("click", act("cancel"));
+  document.getElementById("job-retry").addEventListener("click", act("retry"));
+  poll(refresh, 1000);
+}
+
+function datasetsPage() {
+  const open = new Map();  // dataset name -> its head items, shown under its row
+  const refresh = async () => {
+    const rows = await api("/api/datasets");
+    const out = [];
+    for (const d of rows) {
+      out.push(el("tr", {class: "clickable", "data-dataset": d.name, on: {click: async () => {
+        try {
+          if (open.has(d.name)) open.delete(d.name);
+          else open.set(d.name, (await api(`/api/datasets/${encodeURIComponent(d.name)}?head=10`)).head);
+          await refresh();
+        } catch (e) { show(e.message, true); }
+      }}},
+      el("td", {}, d.name), el("td", {}, d.source), el("td", {class: "mono"}, d.origin || ""),
+      el("td", {}, badge(d.state)), el("td", {}, d.row_count), el("td", {}, d.columns.join(", ")),
+      el("td", {}, when(d.created_at))));
+      if (open.has(d.name)) {
+        const head = open.get(d.name);
+        const columns = d.columns.length ? d.columns : [...new Set(head.flatMap((i) => Object.keys(i.data || {})))];
+        out.push(el("tr", {class: "details"}, el("td", {colspan: 7},
+          el("table", {class: "head"},
+            el("thead", {}, el("tr", {}, el("th", {}, "#"), ...columns.map((c) => el("th", {}, c)))),
+            el("tbody", {}, ...head.map((i) => el("tr", {}, el("td", {}, i.item_index),
+              ...columns.map((c) => el("td", {class: "mono"}, i.data && c in i.data ? JSON.stringify(i.data[c]) : "")))))))));
+      }
+    }
+    fill("datasets", out);
+  };
+  poll(refresh, 5000);
+}
+
 const PAGES = {
   "overview": overviewPage, "journal": journalPage, "dead letters": dlqPage,
-  "breakers": breakersPage, "autoscale": autoscalePage,
+  "breakers": breakersPage, "autoscale": autoscalePage, "datasets": datasetsPage,
+  "jobs": () => (document.body.dataset.job ? jobPage() : jobsPage()),
   "runs": () => (document.body.dataset.run ? runPage() : workflowsPage()),
 };
 

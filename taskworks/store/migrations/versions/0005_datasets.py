@@ -1,4 +1,4 @@
-"""map-reduce datasets and their items
+"""map-reduce: datasets, their items, job results
 
 Revision ID: 0005
 Revises: 0004
@@ -34,8 +34,23 @@ def upgrade() -> None:
         sa.Column("item_index", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("data", sa.JSON, nullable=False),
     )
+    op.create_table(
+        "processing_results",
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("dataset_id", sa.Integer, nullable=False, index=True),
+        sa.Column("dataset", sa.String(255), nullable=False),
+        sa.Column("function", sa.String(128), nullable=False),
+        sa.Column("params", sa.JSON, nullable=False),
+        sa.Column("partition_size", sa.Integer, nullable=False),
+        sa.Column("partitions", sa.Integer, nullable=False),
+        sa.Column("items", sa.Integer, nullable=False),
+        sa.Column("result", sa.JSON),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("processing_results")
     op.drop_table("dataset_items")
     op.drop_table("datasets")

@@ -1,0 +1,149 @@
+"""/api/jobs: start a map-reduce job, list recent ones, status per partition and overall,
+result, cancel, retry (``tw.jobs``, docs/mapreduce.md)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, status
+from sqlalchemy import func, select
+
+from taskworks.api.context import ApiContext, Ctx
+from taskworks.api.errors import NotFound
+from taskworks.api.models import (
+    ID_PATTERN,
+    JobCancel,
+    JobDetail,
+    JobItem,
+    JobResult,
+    JobStart,
+    PartitionItem,
+)
+from taskworks.errors import InvalidInput
+from taskworks.mapreduce.jobs import REDUCE_STEP, JobStatus
+from taskworks.store.tables import ProcessingResult, WorkflowRun, WorkflowStepRun
+from taskworks.workflows.model import RunState
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the job id")]
+JobState = Literal["running", "completed", "failed", "cancelled"]
+#: a job's state is its workflow run's, named as tw.jobs names it
+JOB_STATES: dict[str, JobState] = {
+    RunState.RUNNING.value: "running", RunState.SUCCEEDED.value: "completed",
+    RunState.FAILED.value: "failed", RunState.CANCELLED.value: "cancelled"}
+RUN_STATES = {job: run for run, job in JOB_STATES.items()}
+
+
+def _percent(done: int, total: int, state: str) -> float:
+    if total == 0:
+        return 100.0 if state == "completed" else 0.0
+    return round(100.0 * done / total, 2)
+
+
+def _detail(st: JobStatus) -> JobDetail:
+    counts: dict[str, int] = defaultdict(int)
+    for p in st.partitions:
+        counts[p.state] += 1
+    return JobDetail(
+        id=st.id, dataset=st.dataset, function=st.function, items=st.items,
+        partition_size=st.partition_size, state=st.state,
+        partitions_total=len(st.partitions), partitions_done=st.done,
+        partition_states=dict(counts), percent=_percent(st.done, len(st.partitions), st.state),
+        error=st.error, created_at=st.created_at, finished_at=st.finished_at,
+        reduce=st.reduce_state,
+        partitions=[PartitionItem(index=p.index, start=p.start, end=p.end, state=p.state,
+                                  tries=p.tries, error=p.error,
+                                  percent=100.0 if p.state == "SUCCEEDED" else 0.0)
+                    for p in st.partitions])
+
+
+def _status(ctx: ApiContext, job_id: str) -> JobStatus:
+    try:
+        return ctx.tw.jobs.status(job_id)
+    except InvalidInput:
+        raise NotFound("job", job_id) from None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobDetail)
+def start(body: JobStart, ctx: Ctx) -> JobDetail:
+    """Plan the dataset into partitions of ``partition_size`` items and start the job
+    (map tasks on the cpu_intensive queue, then one reduce). Bad parameters, an unknown
+    function or dataset are a 422 and nothing is started."""
+    job_id = ctx.tw.jobs.start(body.dataset, body.function, body.params, body.partition_size)
+    return _detail(_status(ctx, job_id))
+
+
+@router.get("", response_model=list[JobItem])
+def jobs(ctx: Ctx, state: Annotated[JobState | None, Query()] = None,
+         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[JobItem]:
+    """Recent jobs, newest first, with their partitions counted by state."""
+    stmt = (select(ProcessingResult, WorkflowRun.state, WorkflowRun.error,
+                   WorkflowRun.finished_at)
+            .join(WorkflowRun, WorkflowRun.id == ProcessingResult.id)
+            .order_by(ProcessingResult.created_at.desc()).limit(limit))
+    if state is not None:
+        stmt = stmt.where(WorkflowRun.state == RUN_STATES[state])
+    with ctx.tw.store.session() as session:
+        rows: list[Any] = list(session.execute(stmt))
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        if rows:
+            steps = WorkflowStepRun
+            for run_id, step_state, n in session.execute(
+                    select(steps.run_id, steps.state, func.count())
+                    .where(steps.run_id.in_([r[0].id for r in rows]),
+                           steps.name != REDUCE_STEP)
+                    .group_by(steps.run_id, steps.state)):
+                counts[run_id][step_state] = int(n)
+        items = []
+        for job, run_state, error, finished_at in rows:
+            by_state = counts.get(job.id, {})
+            missing = job.partitions - sum(by_state.values())
+            if missing > 0:  # no step row yet: pending
+                by_state = {**by_state, "PENDING": by_state.get("PENDING", 0) + missing}
+            done = by_state.get("SUCCEEDED", 0)
+            job_state = JOB_STATES.get(run_state, "running")
+            items.append(JobItem(
+                id=job.id, dataset=job.dataset, function=job.function, items=job.items,
+                partition_size=job.partition_size, state=job_state,
+                partitions_total=job.partitions, partitions_done=done,
+                partition_states=by_state,
+                percent=_percent(done, job.partitions, job_state), error=error,
+                created_at=job.created_at, finished_at=finished_at))
+    return items
+
+
+@router.get("/{job_id}", response_model=JobDetail)
+def job_status(job_id: JobId, ctx: Ctx) -> JobDetail:
+    """The job overall and every partition: its item range, state, tries and error."""
+    return _detail(_status(ctx, job_id))
+
+
+@router.get("/{job_id}/result", response_model=JobResult)
+def job_result(job_id: JobId, ctx: Ctx) -> JobResult:
+    """The final result once the job completed (``ready``); until then ``ready`` is false."""
+    st = _status(ctx, job_id)
+    if st.state != "completed":
+        return JobResult(id=job_id, state=st.state, ready=False)
+    try:
+        result = ctx.tw.jobs.result(job_id)
+    except InvalidInput:  # deleted meanwhile
+        raise NotFound("job", job_id) from None
+    return JobResult(id=job_id, state=st.state, ready=True, result=result)
+
+
+@router.post("/{job_id}/cancel", response_model=JobDetail)
+def cancel(job_id: JobId, ctx: Ctx, body: JobCancel | None = None) -> JobDetail:
+    """Cancel the pending partitions and revoke running ones (``terminate`` kills them);
+    partitions done keep their partials. A finished job is left as it is."""
+    _status(ctx, job_id)
+    return _detail(ctx.tw.jobs.cancel(job_id, terminate=body.terminate if body else False))
+
+
+@router.post("/{job_id}/retry", response_model=JobDetail)
+def retry(job_id: JobId, ctx: Ctx) -> JobDetail:
+    """Run again the partitions that failed or were cancelled, then the reduce. A job
+    that is not failed or cancelled is a 422."""
+    _status(ctx, job_id)
+    return _detail(ctx.tw.jobs.retry(job_id))

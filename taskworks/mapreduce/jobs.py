@@ -1,0 +1,245 @@
+"""Map-reduce jobs on the workflow engine: one partition step per partition, one reduce.
+
+A job is a workflow generated for it (``mapreduce.<job id>``): N steps ``p<index>``
+running the map task on the ``cpu_intensive`` queue, and a ``reduce`` step depending on
+all of them. The engine (docs/workflows.md) does the rest, with the guarantees it has
+for every workflow: each partition's partial is recorded as its step's result in the
+store; the reduce is dispatched exactly once, when the last partition is done; a
+SIGKILLed worker's partition is redelivered; ``retry`` runs again only the partitions
+that failed or were cancelled (succeeded ones keep their partials) and then the reduce.
+The job's id is its workflow run's id; its row in ``processing_results`` holds what it
+runs on and, once reduced, the final result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from taskworks.errors import InvalidInput
+from taskworks.mapreduce.datasets import DatasetInfo, Datasets
+from taskworks.mapreduce.functions import JobContext, MapContext
+from taskworks.mapreduce.partitions import Partition, plan, read_partition
+from taskworks.mapreduce.registry import FunctionRegistry
+from taskworks.runtime.retry import RetryPolicy
+from taskworks.store.tables import ProcessingResult, utcnow
+from taskworks.workflows.model import RunState, Step, Workflow
+
+if TYPE_CHECKING:
+    from taskworks.app import Taskworks
+
+MAP_TASK = "taskworks.mapreduce.map"
+REDUCE_TASK = "taskworks.mapreduce.reduce"
+JOB_QUEUE = "cpu_intensive"
+REDUCE_STEP = "reduce"
+#: a plan above this many partitions is refused (each is a step row and a message)
+MAX_PARTITIONS = 10_000
+_STATES = {RunState.RUNNING: "running", RunState.SUCCEEDED: "completed",
+           RunState.FAILED: "failed", RunState.CANCELLED: "cancelled"}
+
+
+def step_name(index: int) -> str:
+    return f"p{index:06d}"
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    index: int
+    start: int
+    end: int
+    state: str  # the step's: PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED...
+    tries: int
+    attempt: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    id: str
+    dataset: str
+    function: str
+    partition_size: int
+    items: int
+    state: str  # running, completed, failed, cancelled
+    partitions: list[PartitionStatus]
+    reduce_state: str
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> int:
+        return sum(1 for p in self.partitions if p.state == "SUCCEEDED")
+
+    @property
+    def failed(self) -> list[PartitionStatus]:
+        return [p for p in self.partitions if p.state == "FAILED"]
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "dataset": self.dataset, "function": self.function,
+                "partition_size": self.partition_size, "items": self.items,
+                "state": self.state, "partitions_done": self.done,
+                "partitions_total": len(self.partitions), "reduce": self.reduce_state,
+                "error": self.error, "created_at": self.created_at.isoformat(),
+                "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+                "partitions": [{"index": p.index, "start": p.start, "end": p.end,
+                                "state": p.state, "tries": p.tries, "error": p.error}
+                               for p in self.partitions]}
+
+
+class Jobs:
+    """``tw.jobs``: start map-reduce jobs, follow them, cancel and retry them."""
+
+    def __init__(self, tw: Taskworks) -> None:
+        self.tw = tw
+        #: the functions jobs can name: the built-ins, plus ``functions.custom(...)``
+        self.functions = FunctionRegistry()
+        self.datasets = Datasets(tw.store)
+        self._register_tasks()
+
+    # -- the client side -----------------------------------------------------------------
+
+    def start(self, dataset: str, function: str, params: dict[str, Any] | None = None,
+              partition_size: int = 5000, *, queue: str = JOB_QUEUE,
+              retries: RetryPolicy | None = None) -> str:
+        """Check everything, plan, prepare outputs and start the job; returns its id.
+        Bad input raises InvalidInput before any work is queued. ``retries`` is each
+        partition's policy (default: the map task's, i.e. the app's default policy)."""
+        params = {} if params is None else params
+        fn = self.functions.get(function)
+        fn.check(params)
+        info = self.datasets.get(dataset)
+        if info.state != "ready":
+            raise InvalidInput("dataset", dataset, f"a ready dataset (it is {info.state})")
+        partitions = plan(info.row_count, partition_size)
+        if len(partitions) > MAX_PARTITIONS:
+            raise InvalidInput("partition_size", partition_size, f"a size giving at most "
+                               f"{MAX_PARTITIONS} partitions ({info.row_count} items)")
+        if queue not in self.tw.queue_names():
+            raise InvalidInput("queue", queue, f"one of {', '.join(self.tw.queue_names())}")
+        job_id = str(uuid.uuid4())
+        workflow = self._workflow(job_id, partitions, queue, retries)
+        self.tw.workflows.validate(workflow)  # before prepare creates anything
+        prepared = fn.prepare(params, JobContext(self.tw.store, info, job_id))
+        with self.tw.store.session() as session:
+            session.add(ProcessingResult(
+                id=job_id, dataset_id=info.id, dataset=info.name, function=function,
+                params=prepared, partition_size=partition_size, partitions=len(partitions),
+                items=info.row_count))
+        self.tw.workflows.register(workflow)
+        self.tw.workflows.start(workflow.name, {"job_id": job_id}, run_id=job_id)
+        return job_id
+
+    def status(self, job_id: str) -> JobStatus:
+        row = self._row(job_id)
+        run = self.tw.workflows.status(job_id)
+        parts = plan(row.items, row.partition_size)
+        partitions = []
+        for part in parts:
+            step = run.steps.get(step_name(part.index))
+            partitions.append(PartitionStatus(
+                part.index, part.start, part.end, step.state if step else "PENDING",
+                step.tries if step else 0, step.attempt if step else 1,
+                step.error if step else None))
+        reduce = run.steps.get(REDUCE_STEP)
+        return JobStatus(job_id, row.dataset, row.function, row.partition_size, row.items,
+                         _STATES[run.state], partitions,
+                         reduce.state if reduce else "PENDING", run.error, row.created_at,
+                         run.finished_at)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
+        """Poll until the job ends (clients only, like ``Run.wait``); WaitTimeout if not."""
+        self._row(job_id)
+        self.tw.workflows.run(job_id).wait(timeout)
+        return self.status(job_id)
+
+    def result(self, job_id: str) -> Any:
+        """The final result of a completed job."""
+        row = self._row(job_id)
+        if row.finished_at is None:
+            state = _STATES[self.tw.workflows.status(job_id).state]
+            raise InvalidInput("job", job_id, f"a completed job (it is {state})")
+        return row.result
+
+    def cancel(self, job_id: str, terminate: bool = False) -> JobStatus:
+        self._row(job_id)
+        self.tw.workflows.run(job_id).cancel(terminate=terminate)
+        return self.status(job_id)
+
+    def retry(self, job_id: str) -> JobStatus:
+        """Run again the partitions that failed or were cancelled, then the reduce."""
+        status = self.status(job_id)
+        if status.state not in ("failed", "cancelled"):
+            raise InvalidInput("job", job_id, f"a failed or cancelled job (it is "
+                               f"{status.state})")
+        self.tw.workflows.run(job_id).retry()
+        return self.status(job_id)
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self.tw.store.session() as session:
+            rows = session.scalars(select(ProcessingResult)
+                                   .order_by(ProcessingResult.created_at.desc())
+                                   .limit(limit)).all()
+            return [{"id": r.id, "dataset": r.dataset, "function": r.function,
+                     "partitions": r.partitions, "created_at": r.created_at,
+                     "finished_at": r.finished_at} for r in rows]
+
+    def _row(self, job_id: str) -> ProcessingResult:
+        with self.tw.store.session() as session:
+            row = session.get(ProcessingResult, job_id)
+            if row is None:
+                raise InvalidInput("job", job_id, "the id of a map-reduce job")
+            return row
+
+    @staticmethod
+    def _workflow(job_id: str, partitions: list[Partition], queue: str,
+                  retries: RetryPolicy | None) -> Workflow:
+        steps = [Step(step_name(p.index), MAP_TASK, queue=queue, retries=retries,
+                      params={"partition": [p.index, p.start, p.end]}) for p in partitions]
+        reduce = Step(REDUCE_STEP, REDUCE_TASK, depends_on=tuple(s.name for s in steps),
+                      queue=queue)
+        return Workflow(name=f"mapreduce.{job_id}", steps=(*steps, reduce),
+                        description="a map-reduce job (taskworks.mapreduce.jobs)")
+
+    # -- the worker side (step bodies, run by the workflow engine) -------------------------
+
+    def _register_tasks(self) -> None:
+        @self.tw.task(name=MAP_TASK)
+        def _map(input: dict[str, Any], results: dict[str, Any],
+                 partition: list[int]) -> Any:
+            return self.map_partition(input["job_id"], Partition(*partition))
+
+        @self.tw.task(name=REDUCE_TASK)
+        def _reduce(input: dict[str, Any], results: dict[str, Any]
+                    ) -> dict[str, Any]:
+            partials = [results[name] for name in sorted(results, key=lambda n: int(n[1:]))]
+            return self.reduce(input["job_id"], partials)
+
+    def _context(self, job_id: str) -> tuple[ProcessingResult, DatasetInfo]:
+        row = self._row(job_id)
+        return row, self.datasets.by_id(row.dataset_id)
+
+    def map_partition(self, job_id: str, partition: Partition) -> Any:
+        row, info = self._context(job_id)
+        fn = self.functions.get(row.function)
+        items = read_partition(self.tw.store, info.id, partition)
+        return fn.map_partition(row.params, items,
+                                MapContext(self.tw.store, info, job_id, partition))
+
+    def reduce(self, job_id: str, partials: list[Any]) -> dict[str, Any]:
+        """Reduce and store the result; idempotent, so a redelivered reduce is harmless."""
+        row, info = self._context(job_id)
+        fn = self.functions.get(row.function)
+        result = fn.reduce(row.params, partials, JobContext(self.tw.store, info, job_id))
+        with self.tw.store.session() as session:
+            session.execute(update(ProcessingResult).where(ProcessingResult.id == job_id)
+                            .values(result=result, finished_at=utcnow()))
+        return {"job": job_id, "partitions": len(partials), "stored": True}
