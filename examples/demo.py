@@ -16,12 +16,14 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from examples.control_demo import control_scenario  # noqa: E402
 from examples.demo_app import tw  # noqa: E402
 from examples.demo_runtime import RuntimeDemo  # noqa: E402
 from examples.flaky_service import breaker_scenario  # noqa: E402
 from examples.mapreduce_demo import mapreduce_scenario  # noqa: E402
 from examples.workflows.scenario import workflow_scenario  # noqa: E402
 from taskworks import logs  # noqa: E402
+from taskworks.cli.autoscale import recorder_for  # noqa: E402
 from taskworks.stack import Stack  # noqa: E402
 from taskworks.store.migrate import upgrade  # noqa: E402
 from taskworks.tasks import builtin  # noqa: E402
@@ -62,11 +64,13 @@ def builtin_scenario() -> None:
 def main() -> int:
     logs.configure(tw.settings.log_format, "WARNING")
     log_dir = tw.settings.data_dir / "logs"
-    stack = Stack(tw.settings, app_spec="examples.demo_app:tw", log_dir=log_dir)
+    upgrade(tw.store)
+    recorder = recorder_for(tw)  # autoscaler decisions into the store, its status into Redis
+    stack = Stack(tw.settings, app_spec="examples.demo_app:tw", log_dir=log_dir,
+                  on_change=recorder.record, on_status=recorder.publish)
     started = time.perf_counter()
     try:
         server = stack.start()
-        upgrade(tw.store)
         console.print(f"[bold]taskworks demo[/bold]: broker {server.url if server else '?'}, "
                       f"store {tw.settings.effective_database_url}, logs in {log_dir}/")
         stack.wait_ready(tw.app)
@@ -79,6 +83,8 @@ def main() -> int:
         workflow_scenario(tw, console)
         console.rule("map-reduce: the seed's distributed processing example")
         mapreduce_scenario(tw, console)
+        console.rule("control plane and autoscaler")
+        control_scenario(tw, console)
     finally:
         stack.stop()
     console.print(f"demo finished in {time.perf_counter() - started:.1f}s; stack stopped cleanly")

@@ -26,7 +26,7 @@ def test_every_worker_group_has_a_deployment_and_a_scaled_object() -> None:
         name = f"taskworks-worker-{group}"
         assert name in deployments
         trigger = scaled[name]["spec"]["triggers"][0]
-        assert trigger["metadata"]["valueLocation"] == f"groups.{group}.desired"
+        assert trigger["metadata"]["valueLocation"] == f"{group}.desired"
         assert trigger["metadata"]["url"].endswith("/api/autoscale/replicas")
 
 
