@@ -225,6 +225,7 @@ class Taskworks:
         """
         from celery import signals as celery_signals
         from celery.utils import uuid
+        from celery.utils.saferepr import saferepr
 
         task = self.app.tasks.get(name)
         if task is None:
@@ -234,11 +235,13 @@ class Taskworks:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput("batch_size", batch_size, "an integer >= 1")
 
+        sequences = (list, tuple)  # not list | tuple: that builds a new union per call
+
         def split(index: int, item: Any) -> tuple[list[Any], dict[str, Any]]:
             if (isinstance(item, tuple) and len(item) == 2
-                    and isinstance(item[0], list | tuple) and isinstance(item[1], dict)):
+                    and isinstance(item[0], sequences) and isinstance(item[1], dict)):
                 return list(item[0]), item[1]
-            if isinstance(item, list | tuple):
+            if isinstance(item, sequences):
                 return list(item), {}
             if isinstance(item, dict):
                 return [], item
@@ -275,6 +278,8 @@ class Taskworks:
         serializer, compression = conf.task_serializer, conf.task_compression
         reply_to, time_limit, soft_time_limit = (
             self.app.thread_oid, task.time_limit, task.soft_time_limit)
+        levels = conf.task_repr_maxlevels  # as_task_v2 would look it up twice per message
+        args_max, kwargs_max = amqp.argsrepr_maxsize, amqp.kwargsrepr_maxsize
         with self.app.producer_or_acquire() as producer:
             producer.maybe_declare(target)
             client: Any = getattr(producer.channel, "client", None)
@@ -297,6 +302,8 @@ class Taskworks:
                         time_limit=time_limit, soft_time_limit=soft_time_limit,
                         create_sent_event=send_event, root_id=root_id, parent_id=parent_id,
                         ignore_result=task.ignore_result,
+                        argsrepr=saferepr(args, args_max, maxlevels=levels),
+                        kwargsrepr=saferepr(kwargs, kwargs_max, maxlevels=levels),
                     )
                     if celery_signals.before_task_publish.receivers:
                         celery_signals.before_task_publish.send(

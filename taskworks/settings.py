@@ -139,6 +139,9 @@ class WorkerDefaults(_Strict):
     #: a prefork child whose resident memory passes this (kB) is replaced after its task;
     #: also how a MemoryError's callback asks for its child to be recycled
     max_memory_per_child: int = Field(default=4_000_000, ge=1)
+    #: report STARTED to the result backend when a task begins: one more result write
+    #: (GET, SET, PUBLISH) per task; the journal records start times either way
+    track_started: bool = False
     soft_time_limit: float = Field(default=1500, gt=0)
     time_limit: float = Field(default=1800, gt=0)
     default_priority: int = Field(default=5, ge=0, le=9)

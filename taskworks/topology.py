@@ -108,7 +108,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "task_soft_time_limit": settings.worker.soft_time_limit,
         "task_time_limit": settings.worker.time_limit,
-        "task_track_started": True,
+        "task_track_started": settings.worker.track_started,
         "worker_prefetch_multiplier": 1,
         "worker_max_tasks_per_child": settings.worker.max_tasks_per_child,
         "worker_max_memory_per_child": settings.worker.max_memory_per_child,
