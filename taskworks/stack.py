@@ -80,20 +80,13 @@ class Stack:
                                      log_dir=self.log_dir, on_change=self.on_change,
                                      on_status=self.on_status)
         self.supervisor.start()
-        self._supervising = threading.Thread(target=self._supervise, name="autoscale",
+        self._supervising = threading.Thread(target=self.supervisor.loop,
+                                             args=(self._stopping,), name="autoscale",
                                              daemon=True)
         self._supervising.start()
         if self.with_beat:
             self._spawn("beat", [sys.executable, "-m", "taskworks", "beat"], env)
         return server
-
-    def _supervise(self) -> None:
-        assert self.supervisor is not None
-        while not self._stopping.wait(self.settings.autoscale.interval):
-            try:
-                self.supervisor.tick()
-            except Exception as exc:  # the loop must outlive a bad tick (broker restart)
-                log.warning("autoscale tick failed", error=f"{type(exc).__name__}: {exc}")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         output = None

@@ -231,12 +231,17 @@ class Supervisor:
     def run(self, stop: threading.Event) -> None:
         """Start the groups, then observe and reconcile until ``stop`` is set."""
         self.start()
+        self.loop(stop)
+
+    def loop(self, stop: threading.Event) -> None:
+        """Observe and reconcile every interval until ``stop`` is set (after ``start``)."""
         while not stop.wait(self.settings.autoscale.interval):
             try:
                 self.tick()
-            except redis.RedisError as exc:
-                # the broker restarting must not take the workers down with it
-                log.warning("autoscale tick skipped: broker unreachable", error=str(exc))
+            except Exception as exc:
+                # a bad tick (the broker restarting, the store busy) must not end the
+                # loop: the workers it supervises keep running either way
+                log.warning("autoscale tick failed", error=f"{type(exc).__name__}: {exc}")
 
     # -- reporting ------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ the script only ever sets ``textContent`` and attributes, never HTML."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -73,19 +74,27 @@ def workflows(request: Request) -> Response:
     return _page(request, "workflows.html", page="runs")
 
 
-@router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run(request: Request, run_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> Response:
+def _detail(request: Request, page: str, what: str, value: str,
+            lookup: Callable[[ApiContext], Any], template: str,
+            fields: Callable[[Any], dict[str, Any]]) -> Response:
+    """A page about one run or job: login first, a 404 page for an unknown id."""
     ctx: ApiContext = get_context(request)
     if not _logged_in(request):
         return RedirectResponse("/login", status_code=303)
     try:
-        status = ctx.tw.workflows.status(run_id)
+        status = lookup(ctx)
     except InvalidInput:
         return templates.TemplateResponse(request, "missing.html", {
-            "pages": PAGES, "page": "runs", "what": "run", "value": run_id,
+            "pages": PAGES, "page": page, "what": what, "value": value,
             "auth": ctx.token is not None}, status_code=404)
-    return _page(request, "run.html", page="runs", run_id=run_id, workflow=status.workflow,
-                 version=status.version)
+    return _page(request, template, page=page, **fields(status))
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run(request: Request, run_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> Response:
+    return _detail(request, "runs", "run", run_id, lambda ctx: ctx.tw.workflows.status(run_id),
+                   "run.html", lambda status: {"run_id": run_id, "workflow": status.workflow,
+                                               "version": status.version})
 
 
 @router.get("/jobs", response_class=HTMLResponse)
@@ -95,17 +104,9 @@ def jobs(request: Request) -> Response:
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job(request: Request, job_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> Response:
-    ctx: ApiContext = get_context(request)
-    if not _logged_in(request):
-        return RedirectResponse("/login", status_code=303)
-    try:
-        status = ctx.tw.jobs.status(job_id)
-    except InvalidInput:
-        return templates.TemplateResponse(request, "missing.html", {
-            "pages": PAGES, "page": "jobs", "what": "job", "value": job_id,
-            "auth": ctx.token is not None}, status_code=404)
-    return _page(request, "job.html", page="jobs", job_id=job_id, dataset=status.dataset,
-                 function=status.function)
+    return _detail(request, "jobs", "job", job_id, lambda ctx: ctx.tw.jobs.status(job_id),
+                   "job.html", lambda status: {"job_id": job_id, "dataset": status.dataset,
+                                               "function": status.function})
 
 
 @router.get("/datasets", response_class=HTMLResponse)
