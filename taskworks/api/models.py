@@ -308,6 +308,9 @@ class JobStart(Strict):
                                    description="the function's parameters")
     partition_size: int = Field(default=5000, ge=1, le=2**31 - 1,
                                 description="items per partition")
+    on_partition_failure: Literal["fail", "reduce"] = Field(
+        default="fail", description="fail: a partition that failed for good fails the job; "
+        "reduce: reduce over the partitions that succeeded (the job ends partial)")
 
 
 class JobCancel(Strict):
@@ -332,7 +335,8 @@ class JobItem(BaseModel):
     function: str
     items: int
     partition_size: int
-    #: running, completed, failed or cancelled
+    #: running, completed, failed, cancelled, or partial (reduced over the partitions
+    #: that succeeded; the others are in ``failed_partitions``)
     state: str
     partitions_total: int
     partitions_done: int
@@ -348,6 +352,10 @@ class JobItem(BaseModel):
 class JobDetail(JobItem):
     #: the reduce step's state
     reduce: str
+    #: fail or reduce (over the partitions that succeeded)
+    on_partition_failure: str
+    #: indexes of the partitions that failed
+    failed_partitions: list[int]
     partitions: list[PartitionItem]
 
 

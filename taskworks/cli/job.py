@@ -17,9 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from taskworks.cli import loader
-from taskworks.cli.common import AppOption, json_arg, out, settings, when
+from taskworks.cli.common import AppOption, err, json_arg, out, settings, when
 from taskworks.errors import InvalidInput
-from taskworks.mapreduce.jobs import Jobs, JobStatus
+from taskworks.mapreduce.jobs import POLICIES, Jobs, JobStatus
 
 job_cli = typer.Typer(no_args_is_help=True, help="Map-reduce jobs over datasets.")
 
@@ -78,7 +78,7 @@ def _watch(jobs: Jobs, job_id: str, interval: float = 0.3) -> JobStatus:
 
 
 def _end(status: JobStatus) -> None:
-    if status.state != "completed":
+    if status.state != "completed":  # partial too: some partitions failed
         raise typer.Exit(1)
 
 
@@ -89,12 +89,19 @@ def job_run(
                                           "aggregation or a registered custom function")],
     params: Annotated[str, typer.Option(help="JSON object, or @file.json")] = "{}",
     partition_size: Annotated[int, typer.Option(help="items per partition")] = 5000,
+    on_partition_failure: Annotated[str, typer.Option(
+        help="fail: a partition that failed for good fails the job; reduce: reduce over "
+             "the partitions that succeeded and list the failed ones")] = "fail",
     watch: WatchOpt = False,
     app: AppOption = None,
 ) -> None:
     """Start a job; prints its id (with --watch, follows it to the end)."""
     jobs = _jobs(app)
-    job_id = jobs.start(dataset, function, _params(params), partition_size)
+    if on_partition_failure not in POLICIES:
+        raise InvalidInput("--on-partition-failure", on_partition_failure,
+                           " or ".join(POLICIES))
+    job_id = jobs.start(dataset, function, _params(params), partition_size,
+                        on_partition_failure=on_partition_failure)
     out.print(job_id)
     if watch:
         _end(_watch(jobs, job_id))
@@ -124,7 +131,13 @@ def job_result(job_id: str,
     rows with dotted keys)."""
     if fmt not in ("json", "csv"):
         raise InvalidInput("--format", fmt, "json or csv")
-    result = _jobs(app).result(job_id)
+    jobs = _jobs(app)
+    result = jobs.result(job_id)
+    status = jobs.status(job_id)
+    if status.state == "partial":
+        err.print(f"[yellow]partial result[/]: {len(status.failed)} partition(s) failed and "
+                  f"are not in it: {', '.join(str(p.index) for p in status.failed)}; "
+                  "`taskworks job retry` redoes them")
     if fmt == "json":
         typer.echo(json.dumps(result, indent=2))
         return

@@ -59,6 +59,9 @@ class MapReduceFunction(ABC):
     callables with ``FunctionRegistry.custom``."""
 
     name: str
+    #: whether a reduce over some of the partitions means something (a job may then
+    #: run with ``on_partition_failure="reduce"``)
+    partial_results: bool = True
 
     def check(self, params: Mapping[str, Any]) -> None:  # noqa: B027  (optional hook)
         """Raise InvalidInput for params this function cannot run with."""
@@ -336,6 +339,8 @@ class Transformation(MapReduceFunction):
     same item_index (so partitions need no coordination); reduce marks it ready."""
 
     name = "transformation"
+    #: its output dataset needs every item: a gap would break the dense item_index
+    partial_results = False
 
     def check(self, params: Mapping[str, Any]) -> None:
         TransformRules.parse(params)

@@ -9,6 +9,12 @@ SIGKILLed worker's partition is redelivered; ``retry`` runs again only the parti
 that failed or were cancelled (succeeded ones keep their partials) and then the reduce.
 The job's id is its workflow run's id; its row in ``processing_results`` holds what it
 runs on and, once reduced, the final result.
+
+The partial-failure policy is part of the generated workflow, so it survives restarts
+with the run: ``fail`` (partitions fail fast: the first failure cancels the rest) or
+``reduce`` (partitions ``on_failure: continue``, the reduce ``run_if_failed``: it runs
+over the partitions that succeeded, and the job ends ``partial``, its failed partitions
+listed; ``retry`` redoes them and reduces again).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import select, update
 
@@ -27,7 +33,7 @@ from taskworks.mapreduce.partitions import Partition, plan, read_partition
 from taskworks.mapreduce.registry import FunctionRegistry
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.store.tables import ProcessingResult, utcnow
-from taskworks.workflows.model import RunState, Step, Workflow
+from taskworks.workflows.model import OnFailure, RunState, Step, StepState, Workflow
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
@@ -40,6 +46,21 @@ REDUCE_STEP = "reduce"
 MAX_PARTITIONS = 10_000
 _STATES = {RunState.RUNNING: "running", RunState.SUCCEEDED: "completed",
            RunState.FAILED: "failed", RunState.CANCELLED: "cancelled"}
+#: what a partition's failure does to its job
+PartitionFailurePolicy = Literal["fail", "reduce"]
+POLICIES: tuple[PartitionFailurePolicy, ...] = ("fail", "reduce")
+
+
+def job_state(run_state: str, reduce_state: str | None) -> str:
+    """running, completed, failed, cancelled, or partial: the run failed (a partition
+    did) but the reduce ran over the partitions that succeeded."""
+    if run_state == RunState.FAILED.value and reduce_state == StepState.SUCCEEDED.value:
+        return "partial"
+    return _STATES[RunState(run_state)]
+
+
+class AllPartitionsFailed(Exception):
+    """A ``reduce`` job whose every partition failed has nothing to reduce."""
 
 
 def step_name(index: int) -> str:
@@ -64,12 +85,13 @@ class JobStatus:
     function: str
     partition_size: int
     items: int
-    state: str  # running, completed, failed, cancelled
+    state: str  # running, completed, failed, cancelled, partial
     partitions: list[PartitionStatus]
     reduce_state: str
     error: str | None
     created_at: datetime
     finished_at: datetime | None
+    on_partition_failure: PartitionFailurePolicy = "fail"
 
     @property
     def done(self) -> int:
@@ -86,7 +108,9 @@ class JobStatus:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "dataset": self.dataset, "function": self.function,
                 "partition_size": self.partition_size, "items": self.items,
-                "state": self.state, "partitions_done": self.done,
+                "state": self.state, "on_partition_failure": self.on_partition_failure,
+                "failed_partitions": [p.index for p in self.failed],
+                "partitions_done": self.done,
                 "partitions_total": len(self.partitions), "reduce": self.reduce_state,
                 "error": self.error, "created_at": self.created_at.isoformat(),
                 "finished_at": self.finished_at.isoformat() if self.finished_at else None,
@@ -109,12 +133,23 @@ class Jobs:
 
     def start(self, dataset: str, function: str, params: dict[str, Any] | None = None,
               partition_size: int = 5000, *, queue: str = JOB_QUEUE,
-              retries: RetryPolicy | None = None) -> str:
+              retries: RetryPolicy | None = None,
+              on_partition_failure: PartitionFailurePolicy = "fail") -> str:
         """Check everything, plan, prepare outputs and start the job; returns its id.
-        Bad input raises InvalidInput before any work is queued. ``retries`` is each
-        partition's policy (default: the map task's, i.e. the app's default policy)."""
+        Bad input raises InvalidInput before any work is queued. ``retries`` is the
+        policy of each partition and of the reduce (default: the app's default policy);
+        ``on_partition_failure`` what a partition that failed for good does: ``fail``
+        the job, or ``reduce`` over the partitions that succeeded (the job ends
+        ``partial`` and lists the failed ones)."""
         params = {} if params is None else params
         fn = self.functions.get(function)
+        if on_partition_failure not in POLICIES:
+            raise InvalidInput("on_partition_failure", on_partition_failure,
+                               " or ".join(POLICIES))
+        if on_partition_failure == "reduce" and not fn.partial_results:
+            raise InvalidInput("on_partition_failure", on_partition_failure,
+                               f"'fail' for the {function} function (its result needs "
+                               "every partition)")
         fn.check(params)
         info = self.datasets.get(dataset)
         if info.state != "ready":
@@ -126,7 +161,7 @@ class Jobs:
         if queue not in self.tw.queue_names():
             raise InvalidInput("queue", queue, f"one of {', '.join(self.tw.queue_names())}")
         job_id = str(uuid.uuid4())
-        workflow = self._workflow(job_id, partitions, queue, retries)
+        workflow = self._workflow(job_id, partitions, queue, retries, on_partition_failure)
         self.tw.workflows.validate(workflow)  # before prepare creates anything
         prepared = fn.prepare(params, JobContext(self.tw.store, info, job_id))
         with self.tw.store.session() as session:
@@ -150,10 +185,16 @@ class Jobs:
                 step.tries if step else 0, step.attempt if step else 1,
                 step.error if step else None))
         reduce = run.steps.get(REDUCE_STEP)
+        reduce_state = reduce.state if reduce else "PENDING"
         return JobStatus(job_id, row.dataset, row.function, row.partition_size, row.items,
-                         _STATES[run.state], partitions,
-                         reduce.state if reduce else "PENDING", run.error, row.created_at,
-                         run.finished_at)
+                         job_state(run.state, reduce_state), partitions, reduce_state,
+                         run.error, row.created_at, run.finished_at,
+                         self._policy(job_id))
+
+    def _policy(self, job_id: str) -> PartitionFailurePolicy:
+        """Read off the job's workflow: its reduce is a join over failures or not."""
+        wf = self.tw.workflows.engine.definition(f"mapreduce.{job_id}", 1)
+        return "reduce" if wf.step(REDUCE_STEP).run_if_failed else "fail"
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
         """Poll until the job ends (clients only, like ``Run.wait``); WaitTimeout if not."""
@@ -162,7 +203,8 @@ class Jobs:
         return self.status(job_id)
 
     def result(self, job_id: str) -> Any:
-        """The final result of a completed job."""
+        """The final result of a completed job (or of a partial one: over the partitions
+        that succeeded; ``status(job_id).failed`` lists the others)."""
         row = self._row(job_id)
         if row.finished_at is None:
             state = _STATES[self.tw.workflows.status(job_id).state]
@@ -175,12 +217,17 @@ class Jobs:
         return self.status(job_id)
 
     def retry(self, job_id: str) -> JobStatus:
-        """Run again the partitions that failed or were cancelled, then the reduce."""
+        """Run again the partitions that failed or were cancelled, then the reduce (a
+        partial job's reduce too: its result was over the partitions that succeeded)."""
         status = self.status(job_id)
-        if status.state not in ("failed", "cancelled"):
-            raise InvalidInput("job", job_id, f"a failed or cancelled job (it is "
+        if status.state not in ("failed", "cancelled", "partial"):
+            raise InvalidInput("job", job_id, f"a failed, cancelled or partial job (it is "
                                f"{status.state})")
         self.tw.workflows.run(job_id).retry()
+        if status.state == "partial":  # its result is no longer the job's
+            with self.tw.store.session() as session:
+                session.execute(update(ProcessingResult).where(ProcessingResult.id == job_id)
+                                .values(result=None, finished_at=None))
         return self.status(job_id)
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -201,11 +248,15 @@ class Jobs:
 
     @staticmethod
     def _workflow(job_id: str, partitions: list[Partition], queue: str,
-                  retries: RetryPolicy | None) -> Workflow:
+                  retries: RetryPolicy | None,
+                  on_partition_failure: PartitionFailurePolicy = "fail") -> Workflow:
+        partial = on_partition_failure == "reduce"
+        on_failure = OnFailure.CONTINUE if partial else OnFailure.FAIL_FAST
         steps = [Step(step_name(p.index), MAP_TASK, queue=queue, retries=retries,
-                      params={"partition": [p.index, p.start, p.end]}) for p in partitions]
+                      params={"partition": [p.index, p.start, p.end]}, on_failure=on_failure)
+                 for p in partitions]
         reduce = Step(REDUCE_STEP, REDUCE_TASK, depends_on=tuple(s.name for s in steps),
-                      queue=queue)
+                      queue=queue, retries=retries, run_if_failed=partial)
         return Workflow(name=f"mapreduce.{job_id}", steps=(*steps, reduce),
                         description="a map-reduce job (taskworks.mapreduce.jobs)")
 
@@ -220,7 +271,10 @@ class Jobs:
         @self.tw.task(name=REDUCE_TASK)
         def _reduce(input: dict[str, Any], results: dict[str, Any]
                     ) -> dict[str, Any]:
+            # a ``reduce`` job's reduce sees only the partitions that succeeded
             partials = [results[name] for name in sorted(results, key=lambda n: int(n[1:]))]
+            if not partials and self._row(input["job_id"]).partitions:
+                raise AllPartitionsFailed("every partition failed: nothing to reduce")
             return self.reduce(input["job_id"], partials)
 
     def _context(self, job_id: str) -> tuple[ProcessingResult, DatasetInfo]:

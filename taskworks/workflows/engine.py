@@ -169,14 +169,17 @@ class WorkflowEngine:
             return finish(StepState.FAILED, error=f"delivered {started.tries} times (its "
                           f"worker died each time); max_retries is {policy.max_retries}")
         deps = started.dependencies
-        for dep in step.depends_on:
+        for dep in () if step.run_if_failed else step.depends_on:
             state, reason, _ = deps[dep]
             if state == StepState.FAILED.value or reason == SkipReason.UPSTREAM_FAILED.value:
                 return finish(StepState.SKIPPED, skip_reason=SkipReason.UPSTREAM_FAILED)
             if state == StepState.SKIPPED.value and not step.run_if_skipped:
                 return finish(StepState.SKIPPED, skip_reason=SkipReason.UPSTREAM_SKIPPED)
+        # a join over failures sees only the dependencies that succeeded
+        shown = [dep for dep in step.depends_on if not step.run_if_failed
+                 or deps[dep][0] == StepState.SUCCEEDED.value]
         document = {"input": run_input, "params": dict(step.params),
-                    "results": {dep: deps[dep][2] for dep in step.depends_on}}
+                    "results": {dep: deps[dep][2] for dep in shown}}
         try:
             if step.when is not None and not evaluate(step.when, document, self.predicates):
                 return finish(StepState.SKIPPED, skip_reason=SkipReason.CONDITION)

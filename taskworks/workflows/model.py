@@ -104,6 +104,10 @@ class Step:
     on_failure: OnFailure = OnFailure.FAIL_FAST
     #: run even when a dependency was skipped (by a condition, not by a failure)
     run_if_skipped: bool = False
+    #: a join that runs once every dependency has ended, whatever the outcome (failed,
+    #: skipped by a failure or a condition); its ``results`` hold only the dependencies
+    #: that succeeded, so a missing name is a dependency that did not
+    run_if_failed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "task": self.task}
@@ -125,6 +129,8 @@ class Step:
             out["on_failure"] = self.on_failure.value
         if self.run_if_skipped:
             out["run_if_skipped"] = True
+        if self.run_if_failed:
+            out["run_if_failed"] = True
         return out
 
 
@@ -178,7 +184,7 @@ class Workflow:
 # -- from data (files, the store) ---------------------------------------------------
 STEP_KEYS = frozenset({"name", "task", "params", "depends_on", "queue", "priority",
                        "soft_timeout", "timeout", "retries", "when", "on_failure",
-                       "run_if_skipped"})
+                       "run_if_skipped", "run_if_failed"})
 WORKFLOW_KEYS = frozenset({"name", "version", "steps", "timeout", "description"})
 RETRY_KEYS = ("max_retries", "base_delay", "backoff_factor", "max_delay", "jitter")
 CONDITION_KEYS = frozenset({"type", "field", "value", "name", "negate"})
@@ -264,6 +270,7 @@ def step_from_dict(where: str, data: Any) -> Step:
         when=(condition_from_dict(f"{where}.when", data["when"])
               if data.get("when") is not None else None),
         on_failure=OnFailure(on_failure), run_if_skipped=bool(data.get("run_if_skipped")),
+        run_if_failed=bool(data.get("run_if_failed")),
         **numbers,
     )
 

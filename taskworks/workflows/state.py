@@ -335,9 +335,10 @@ class RunStore:
             for name, state, reason in finished:
                 failed = state is StepState.FAILED or reason is SkipReason.UPSTREAM_FAILED
                 for dep_name in dependents[name]:
-                    if state is StepState.SUCCEEDED or (
+                    dependent = wf.step(dep_name)
+                    if state is StepState.SUCCEEDED or dependent.run_if_failed or (
                             state is StepState.SKIPPED and not failed
-                            and wf.step(dep_name).run_if_skipped):
+                            and dependent.run_if_skipped):
                         decrement[dep_name] += 1
                     else:
                         skips[SkipReason.UPSTREAM_FAILED if failed
@@ -542,7 +543,9 @@ class RunStore:
 
 def rerun_set(wf: Workflow, states: dict[str, tuple[str, str | None]]) -> set[str]:
     """Steps a resume runs again: failed, cancelled, skipped because of a failure, and
-    every step downstream of those that has not succeeded."""
+    every step downstream of those that has not succeeded. A join that ran over failed
+    dependencies (``run_if_failed``) runs again, and so does everything after it: its
+    result changes once the failed dependencies succeed."""
     seeds = {
         name for name, (state, reason) in states.items()
         if state in (StepState.FAILED.value, StepState.CANCELLED.value)
@@ -550,11 +553,13 @@ def rerun_set(wf: Workflow, states: dict[str, tuple[str, str | None]]) -> set[st
     }
     dependents = wf.dependents()
     rerun: set[str] = set()
-    todo = list(seeds)
+    todo = [(name, False) for name in seeds]
     while todo:
-        name = todo.pop()
-        if name in rerun or states.get(name, ("", None))[0] == StepState.SUCCEEDED.value:
+        name, after_join = todo.pop()
+        succeeded = states.get(name, ("", None))[0] == StepState.SUCCEEDED.value
+        if name in rerun or (succeeded and not after_join and not wf.step(name).run_if_failed):
             continue
         rerun.add(name)
-        todo += dependents.get(name, [])
+        after_join = after_join or wf.step(name).run_if_failed
+        todo += [(d, after_join) for d in dependents.get(name, [])]
     return rerun

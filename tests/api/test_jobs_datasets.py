@@ -180,6 +180,9 @@ def test_validation_job_through_the_api(api: httpx.Client, tw: Any,
         "x": "__import__('os')"}}}, "params.calculated_fields.x"),
     ({"params": "not an object"}, "params"),
     ({"surprise": 1}, "surprise"),
+    ({"on_partition_failure": "ignore"}, "on_partition_failure"),
+    ({"function": "transformation", "params": {}, "on_partition_failure": "reduce"},
+     "on_partition_failure"),
 ])
 def test_bad_job_input_is_422_and_starts_nothing(api: httpx.Client, change: dict[str, Any],
                                                  field: str) -> None:
@@ -234,3 +237,32 @@ def test_cancel_then_retry_through_the_api(api: httpx.Client, redis_client: redi
     assert api.get(f"/api/jobs/{job['id']}/result").json()["result"] == {
         "sum": sum(range(50)), "count": 50}
     assert api.delete(f"/api/datasets/{name}").status_code == 200  # no longer in use
+
+
+def test_partial_job_through_the_api(api: httpx.Client, redis_client: redis.Redis,
+                                     start_worker: Callable[..., Any]) -> None:
+    start_worker(["cpu_intensive"], pool="solo")
+    name = _name("numbers")
+    api.post("/api/datasets", params={"name": name, "format": "jsonl"},
+             content=_jsonl([{"v": i} for i in range(30)]))
+    key = f"api-partial-{uuid.uuid4().hex[:6]}"
+    redis_client.set(f"{key}:fail:10", 1)
+    job = api.post("/api/jobs", json={"dataset": name, "function": "tests.slow_sum",
+                                      "params": {"key": key}, "partition_size": 10,
+                                      "on_partition_failure": "reduce"}).json()
+    assert job["on_partition_failure"] == "reduce"
+    detail = _job_until(api, job["id"], "partial")
+    assert detail["failed_partitions"] == [1]
+    assert detail["reduce"] == "SUCCEEDED"
+    result = api.get(f"/api/jobs/{job['id']}/result").json()
+    assert (result["ready"], result["result"]) == (True, {"sum": 45 + 245, "count": 20})
+    listed = api.get("/api/jobs", params={"state": "partial", "limit": 500}).json()
+    assert job["id"] in {j["id"] for j in listed}
+    failed = api.get("/api/jobs", params={"state": "failed", "limit": 500}).json()
+    assert job["id"] not in {j["id"] for j in failed}
+
+    redis_client.delete(f"{key}:fail:10")
+    assert api.post(f"/api/jobs/{job['id']}/retry").json()["state"] == "running"
+    _job_until(api, job["id"], "completed")
+    assert api.get(f"/api/jobs/{job['id']}/result").json()["result"] == {
+        "sum": sum(range(30)), "count": 30}

@@ -122,4 +122,8 @@ def test_job_commands(tw: Any, start_worker: Callable[..., WorkerProcess],
     assert "partition_size: got 0, expected an integer >= 1" in done.stderr
     done = run_job("retry", job_id)
     assert done.returncode == 2
-    assert "a failed or cancelled job (it is completed)" in done.stderr
+    assert "a failed, cancelled or partial job (it is completed)" in done.stderr
+    done = run_job("run", "--dataset", info.name, "--function", "validation",
+                   "--on-partition-failure", "ignore")
+    assert done.returncode == 2
+    assert "--on-partition-failure: got 'ignore', expected fail or reduce" in done.stderr

@@ -73,6 +73,10 @@ def test_bad_input_starts_nothing(tw: Any) -> None:
     before = counts(tw)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"function": "nope", "params": {}}, "function"),
+        ({"function": "validation", "params": {}, "on_partition_failure": "skip"},
+         "on_partition_failure"),
+        ({"function": "transformation", "params": {}, "on_partition_failure": "reduce"},
+         "on_partition_failure"),
         ({"function": "validation", "params": {"type_validations": {"v": "number"}}},
          "params.type_validations.v"),
         ({"function": "transformation",
@@ -122,8 +126,53 @@ def test_failed_partition_then_retry_redoes_only_it(
     executions = runs(redis_client, "f", range(0, 50, 10))
     assert all(executions[first] == 1 for first in done_before), executions
     assert executions[20] == 2
-    with pytest.raises(InvalidInput, match="a failed or cancelled job"):
+    with pytest.raises(InvalidInput, match="a failed, cancelled or partial job"):
         tw.jobs.retry(job)
+
+
+def test_reduce_policy_reduces_the_partitions_that_succeeded_then_retry_completes(
+        tw: Any, redis_client: redis.Redis,
+        start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker(["cpu_intensive"], **POOL)
+    info = load(tw.store, [{"v": i} for i in range(50)])
+    redis_client.set("r:fail:20", 1)
+    redis_client.set("r:fail:40", 1)
+    job = tw.jobs.start(info.name, "tests.slow_sum", {"key": "r"}, 10, retries=NO_RETRY,
+                        on_partition_failure="reduce")
+    status = tw.jobs.wait(job, timeout=60)
+    # no fail fast: every other partition ran, and the reduce ran over them
+    assert status.state == "partial", status.to_dict()
+    assert status.on_partition_failure == "reduce"
+    assert [p.index for p in status.failed] == [2, 4]
+    assert status.to_dict()["failed_partitions"] == [2, 4]
+    assert [p.state for p in status.partitions] == [
+        "SUCCEEDED", "SUCCEEDED", "FAILED", "SUCCEEDED", "FAILED"]
+    assert status.reduce_state == "SUCCEEDED"
+    partial = sum(range(0, 20)) + sum(range(30, 40))
+    assert tw.jobs.result(job) == {"sum": partial, "count": 30}
+
+    redis_client.delete("r:fail:20", "r:fail:40")
+    assert tw.jobs.retry(job).state == "running"
+    with pytest.raises(InvalidInput, match="a completed job"):
+        tw.jobs.result(job)  # the partial result is no longer the job's
+    status = tw.jobs.wait(job, timeout=60)
+    assert status.state == "completed", status.to_dict()
+    assert tw.jobs.result(job) == {"sum": sum(range(50)), "count": 50}
+    assert runs(redis_client, "r", range(0, 50, 10)) == {0: 1, 10: 1, 20: 2, 30: 1, 40: 2}
+
+
+def test_reduce_policy_with_every_partition_failed_fails_the_job(
+        tw: Any, redis_client: redis.Redis,
+        start_worker: Callable[..., WorkerProcess]) -> None:
+    start_worker(["cpu_intensive"], **POOL)
+    info = load(tw.store, [{"v": i} for i in range(10)])
+    redis_client.set("a:fail:0", 1)
+    job = tw.jobs.start(info.name, "tests.slow_sum", {"key": "a"}, 10, retries=NO_RETRY,
+                        on_partition_failure="reduce")
+    status = tw.jobs.wait(job, timeout=60)
+    assert status.state == "failed", status.to_dict()
+    assert status.reduce_state == "FAILED"
+    assert "every partition failed" in (tw.workflows.status(job).steps["reduce"].error or "")
 
 
 def test_cancel_then_retry(tw: Any, redis_client: redis.Redis,

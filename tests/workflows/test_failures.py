@@ -76,6 +76,22 @@ def test_continue_lets_independent_branches_finish(tw: Any, redis_client: redis.
     }
 
 
+def test_a_join_over_failures_sees_only_what_succeeded(tw: Any, redis_client: redis.Redis,
+                                                      worker: Any) -> None:
+    wf = tw.workflows.register(workflow(
+        "join-failures", rec("root"), failing("bad", "root", on_failure=OnFailure.CONTINUE),
+        rec("good", "root"), rec("after_bad", "bad"),
+        Step("report", "wf.record", params={"label": "report"},
+             depends_on=("after_bad", "good"), run_if_failed=True)))
+    status = tw.workflows.start(wf.name).wait(timeout=30)
+    assert status.state == "FAILED"  # a step failed, even though the join ran
+    states = {n: (s.state, s.skip_reason) for n, s in status.steps.items()}
+    assert states["after_bad"] == ("SKIPPED", "upstream_failed")
+    assert states["report"] == ("SUCCEEDED", None)
+    assert status.steps["report"].result["deps"] == ["good"]  # only what succeeded
+    assert lrange(redis_client, "wf:order")[-1] == "report"
+
+
 def test_cancel_while_steps_run(tw: Any, redis_client: redis.Redis, worker: Any) -> None:
     wf = tw.workflows.register(workflow(
         "cancel", rec("a", sleep=1.5), rec("b", sleep=1.5), rec("c", "a", "b"), rec("d", "c")))

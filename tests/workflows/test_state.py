@@ -166,6 +166,33 @@ def test_fail_fast_and_continue(runs: RunStore) -> None:
     assert runs.finish_step(w2, run_id, "ok", ok.token, StepState.SUCCEEDED).applied is False
 
 
+def test_a_join_over_failures_runs_after_a_failed_or_skipped_dependency(
+        runs: RunStore) -> None:
+    """``run_if_failed``: the join is claimed once every dependency ended, whatever the
+    outcome; a resume reruns the failed branch, the join and what follows the join."""
+    cont = OnFailure.CONTINUE
+    w = wf(s("a", on_failure=cont), s("b", on_failure=cont), s("after_a", "a"),
+           s("join", "after_a", "b", run_if_failed=True), s("end", "join"), name="join")
+    run_id, roots = runs.create_run(w, None)
+    a, b = sorted(roots, key=lambda d: d.name)
+    assert run_step(runs, w, a, StepState.FAILED, error="boom") == []  # after_a skipped
+    joined = run_step(runs, w, b)
+    assert [d.name for d in joined] == ["join"]
+    end = run_step(runs, w, joined[0])
+    assert [d.name for d in end] == ["end"]
+    run_step(runs, w, end[0])
+    assert runs.run_row(run_id).state == "FAILED"  # a step failed, though the join ran
+    states = {r.name: (r.state, r.skip_reason) for r in runs.step_rows(run_id)}
+    assert states["after_a"] == ("SKIPPED", "upstream_failed")
+    assert states["join"] == ("SUCCEEDED", None)
+
+    resumed = runs.resume(w, run_id)
+    assert [d.name for d in resumed.dispatch] == ["a"]
+    attempts = {r.name: r.attempt for r in runs.step_rows(run_id)}
+    # b keeps its result; the join and what follows it run again over the full inputs
+    assert attempts == {"a": 2, "b": 1, "after_a": 2, "join": 2, "end": 2}
+
+
 def test_lost_publish_is_renewed_and_the_old_token_is_inert(runs: RunStore) -> None:
     w = wf(s("a"))
     run_id, roots = runs.create_run(w, None)  # never published, never marked dispatched

@@ -127,9 +127,14 @@ steps:
     when: {{type: value_equals, field: input.go, value: true}}
     on_failure: continue
     run_if_skipped: true
+  - name: c
+    task: wf.record
+    depends_on: [b]
+    run_if_failed: true
 """)
     wf = tw.workflows.register(path)
     assert wf.version == 2
+    assert (wf.step("c").run_if_failed, wf.step("b").run_if_failed) == (True, False)
     assert wf.step("b").when == Condition("value_equals", "input.go", True)
     assert wf.step("a").retries is not None
     assert wf.step("a").retries.max_retries == 2

@@ -7,7 +7,8 @@ from collections import defaultdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, status
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import aliased
 
 from taskworks.api.context import ApiContext, Ctx
 from taskworks.api.errors import NotFound
@@ -21,19 +22,19 @@ from taskworks.api.models import (
     PartitionItem,
 )
 from taskworks.errors import InvalidInput
-from taskworks.mapreduce.jobs import REDUCE_STEP, JobStatus
+from taskworks.mapreduce.jobs import REDUCE_STEP, JobStatus, job_state
 from taskworks.store.tables import ProcessingResult, WorkflowRun, WorkflowStepRun
-from taskworks.workflows.model import RunState
+from taskworks.workflows.model import RunState, StepState
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the job id")]
-JobState = Literal["running", "completed", "failed", "cancelled"]
-#: a job's state is its workflow run's, named as tw.jobs names it
-JOB_STATES: dict[str, JobState] = {
-    RunState.RUNNING.value: "running", RunState.SUCCEEDED.value: "completed",
-    RunState.FAILED.value: "failed", RunState.CANCELLED.value: "cancelled"}
-RUN_STATES = {job: run for run, job in JOB_STATES.items()}
+JobState = Literal["running", "completed", "failed", "cancelled", "partial"]
+#: a job's state is its workflow run's (a failed run whose reduce succeeded: partial)
+RUN_STATES: dict[JobState, str] = {
+    "running": RunState.RUNNING.value, "completed": RunState.SUCCEEDED.value,
+    "failed": RunState.FAILED.value, "cancelled": RunState.CANCELLED.value,
+    "partial": RunState.FAILED.value}
 
 
 def _percent(done: int, total: int, state: str) -> float:
@@ -52,7 +53,8 @@ def _detail(st: JobStatus) -> JobDetail:
         partitions_total=len(st.partitions), partitions_done=st.done,
         partition_states=dict(counts), percent=_percent(st.done, len(st.partitions), st.state),
         error=st.error, created_at=st.created_at, finished_at=st.finished_at,
-        reduce=st.reduce_state,
+        reduce=st.reduce_state, on_partition_failure=st.on_partition_failure,
+        failed_partitions=[p.index for p in st.failed],
         partitions=[PartitionItem(index=p.index, start=p.start, end=p.end, state=p.state,
                                   tries=p.tries, error=p.error,
                                   percent=100.0 if p.state == "SUCCEEDED" else 0.0)
@@ -71,7 +73,8 @@ def start(body: JobStart, ctx: Ctx) -> JobDetail:
     """Plan the dataset into partitions of ``partition_size`` items and start the job
     (map tasks on the cpu_intensive queue, then one reduce). Bad parameters, an unknown
     function or dataset are a 422 and nothing is started."""
-    job_id = ctx.tw.jobs.start(body.dataset, body.function, body.params, body.partition_size)
+    job_id = ctx.tw.jobs.start(body.dataset, body.function, body.params, body.partition_size,
+                               on_partition_failure=body.on_partition_failure)
     return _detail(_status(ctx, job_id))
 
 
@@ -79,12 +82,19 @@ def start(body: JobStart, ctx: Ctx) -> JobDetail:
 def jobs(ctx: Ctx, state: Annotated[JobState | None, Query()] = None,
          limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[JobItem]:
     """Recent jobs, newest first, with their partitions counted by state."""
+    reduce = aliased(WorkflowStepRun)
     stmt = (select(ProcessingResult, WorkflowRun.state, WorkflowRun.error,
-                   WorkflowRun.finished_at)
+                   WorkflowRun.finished_at, reduce.state)
             .join(WorkflowRun, WorkflowRun.id == ProcessingResult.id)
+            .outerjoin(reduce, and_(reduce.run_id == ProcessingResult.id,
+                                    reduce.name == REDUCE_STEP))
             .order_by(ProcessingResult.created_at.desc()).limit(limit))
     if state is not None:
         stmt = stmt.where(WorkflowRun.state == RUN_STATES[state])
+        if state in ("failed", "partial"):  # told apart by the reduce's state
+            reduced = reduce.state == StepState.SUCCEEDED.value
+            stmt = stmt.where(reduced if state == "partial"
+                              else (reduce.state.is_(None) | ~reduced))
     with ctx.tw.store.session() as session:
         rows: list[Any] = list(session.execute(stmt))
         counts: dict[str, dict[str, int]] = defaultdict(dict)
@@ -97,19 +107,19 @@ def jobs(ctx: Ctx, state: Annotated[JobState | None, Query()] = None,
                     .group_by(steps.run_id, steps.state)):
                 counts[run_id][step_state] = int(n)
         items = []
-        for job, run_state, error, finished_at in rows:
+        for job, run_state, error, finished_at, reduce_state in rows:
             by_state = counts.get(job.id, {})
             missing = job.partitions - sum(by_state.values())
             if missing > 0:  # no step row yet: pending
                 by_state = {**by_state, "PENDING": by_state.get("PENDING", 0) + missing}
             done = by_state.get("SUCCEEDED", 0)
-            job_state = JOB_STATES.get(run_state, "running")
+            state_name = job_state(run_state, reduce_state)
             items.append(JobItem(
                 id=job.id, dataset=job.dataset, function=job.function, items=job.items,
-                partition_size=job.partition_size, state=job_state,
+                partition_size=job.partition_size, state=state_name,
                 partitions_total=job.partitions, partitions_done=done,
                 partition_states=by_state,
-                percent=_percent(done, job.partitions, job_state), error=error,
+                percent=_percent(done, job.partitions, state_name), error=error,
                 created_at=job.created_at, finished_at=finished_at))
     return items
 
@@ -122,9 +132,11 @@ def job_status(job_id: JobId, ctx: Ctx) -> JobDetail:
 
 @router.get("/{job_id}/result", response_model=JobResult)
 def job_result(job_id: JobId, ctx: Ctx) -> JobResult:
-    """The final result once the job completed (``ready``); until then ``ready`` is false."""
+    """The final result once the job completed (``ready``); until then ``ready`` is false.
+    A partial job's result is over the partitions that succeeded (its status lists the
+    failed ones)."""
     st = _status(ctx, job_id)
-    if st.state != "completed":
+    if st.state not in ("completed", "partial"):
         return JobResult(id=job_id, state=st.state, ready=False)
     try:
         result = ctx.tw.jobs.result(job_id)
@@ -144,6 +156,6 @@ def cancel(job_id: JobId, ctx: Ctx, body: JobCancel | None = None) -> JobDetail:
 @router.post("/{job_id}/retry", response_model=JobDetail)
 def retry(job_id: JobId, ctx: Ctx) -> JobDetail:
     """Run again the partitions that failed or were cancelled, then the reduce. A job
-    that is not failed or cancelled is a 422."""
+    that is not failed, cancelled or partial is a 422."""
     _status(ctx, job_id)
     return _detail(ctx.tw.jobs.retry(job_id))
