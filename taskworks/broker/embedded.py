@@ -111,10 +111,27 @@ class EmbeddedBroker:
         finally:
             client.close()
 
+    def _at_least_as_durable(self, port: int) -> None:
+        # a reused server keeps the fsync of whoever started it: asking for "always" must
+        # not silently depend on that, so it is switched on (never switched off: a server
+        # someone started durable stays durable)
+        if self.fsync != "always":
+            return
+        client = redis.Redis(host=self.host, port=port, socket_timeout=2,
+                             socket_connect_timeout=2)
+        try:
+            client.config_set("appendfsync", "always")
+        except redis.RedisError as exc:
+            raise BrokerError(f"could not set appendfsync always on the running embedded "
+                              f"broker at {self.host}:{port}: {exc}") from exc
+        finally:
+            client.close()
+
     def start(self, timeout: float = 10.0) -> tuple[RunningServer, bool]:
         """Start the server, or reuse the one already running. Returns (server, started)."""
         existing = self.running()
         if existing is not None:
+            self._at_least_as_durable(existing.port)
             return existing, False
         binary = server_binary()
         if not port_is_free(self.host, self.port):

@@ -145,6 +145,7 @@ def up(
     """Run everything: embedded broker, migrations, autoscaled workers, beat, API + dashboard."""
     from taskworks.api import make_server
     from taskworks.cli.autoscale import recorder_for
+    from taskworks.settings import redact_url
     from taskworks.stack import Stack
     from taskworks.store.migrate import upgrade
 
@@ -164,7 +165,8 @@ def up(
             api_thread.start()
         dashboard = (f"; dashboard http://{settings.api.host}:{settings.api.port}/"
                      if api else "")
-        out.print(f"taskworks up: broker {server.url if server else settings.broker_url}; "
+        broker_shown = server.url if server else redact_url(settings.effective_broker_url)
+        out.print(f"taskworks up: broker {broker_shown}; "
                   f"workers {', '.join(settings.worker_groups)} (autoscaled){dashboard}; "
                   f"Ctrl-C stops everything")
         stack.wait_until_signalled()

@@ -30,6 +30,17 @@ def test_every_worker_group_has_a_deployment_and_a_scaled_object() -> None:
         assert trigger["metadata"]["url"].endswith("/api/autoscale/replicas")
 
 
+def test_scaled_object_bounds_are_the_groups_bounds() -> None:
+    # the API clamps desired replicas to min_workers..max_workers: other KEDA bounds
+    # would promise a scale (to zero, or beyond max) that never happens
+    scaled = {d["spec"]["scaleTargetRef"]["name"]: d["spec"] for d in _documents()
+              if d["kind"] == "ScaledObject"}
+    for name, group in load_settings().worker_groups.items():
+        spec = scaled[f"taskworks-worker-{name}"]
+        assert spec["minReplicaCount"] == group.min_workers, name
+        assert spec["maxReplicaCount"] == group.max_workers, name
+
+
 def test_draining_workers_outlive_the_longest_task() -> None:
     time_limit = load_settings().worker.time_limit
     workers = [d for d in _documents() if d["kind"] == "Deployment"
