@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("drain", "enqueue", "latency", "autoscale", "idempotency", "breaker", "workflows")
+MODULES = ("drain", "enqueue", "latency", "autoscale", "idempotency", "breaker", "workflows",
+           "durable", "mapreduce")
 
 
 def load_all() -> None:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskworks.mapreduce.partitions import DEFAULT_PARTITION_SIZE
+
 #: a year: further than any visibility timeout; also keeps Celery's eta arithmetic finite
 MAX_COUNTDOWN = 365 * 86_400.0
 #: what a task id or run id in a path may hold
@@ -306,7 +308,7 @@ class JobStart(Strict):
                                       "or a registered custom function")
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="the function's parameters")
-    partition_size: int = Field(default=5000, ge=1, le=2**31 - 1,
+    partition_size: int = Field(default=DEFAULT_PARTITION_SIZE, ge=1, le=2**31 - 1,
                                 description="items per partition")
     on_partition_failure: Literal["fail", "reduce"] = Field(
         default="fail", description="fail: a partition that failed for good fails the job; "

@@ -20,6 +20,7 @@ from taskworks.cli import loader
 from taskworks.cli.common import AppOption, err, json_arg, out, settings, when
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import POLICIES, Jobs, JobStatus
+from taskworks.mapreduce.partitions import DEFAULT_PARTITION_SIZE
 
 job_cli = typer.Typer(no_args_is_help=True, help="Map-reduce jobs over datasets.")
 
@@ -88,7 +89,8 @@ def job_run(
     function: Annotated[str, typer.Option(help="validation, transformation, analysis, "
                                           "aggregation or a registered custom function")],
     params: Annotated[str, typer.Option(help="JSON object, or @file.json")] = "{}",
-    partition_size: Annotated[int, typer.Option(help="items per partition")] = 5000,
+    partition_size: Annotated[int, typer.Option(
+        help="items per partition")] = DEFAULT_PARTITION_SIZE,
     on_partition_failure: Annotated[str, typer.Option(
         help="fail: a partition that failed for good fails the job; reduce: reduce over "
              "the partitions that succeeded and list the failed ones")] = "fail",

@@ -165,8 +165,10 @@ def type_matches(value: object, type_name: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if type_name == "float":
         return _is_number(value)
-    kinds: dict[str, type] = {"str": str, "bool": bool, "list": list, "dict": dict}
-    return isinstance(value, kinds[type_name])
+    return isinstance(value, _KINDS[type_name])
+
+
+_KINDS: dict[str, type] = {"str": str, "bool": bool, "list": list, "dict": dict}
 
 
 @dataclass(frozen=True)
@@ -572,8 +574,8 @@ class AggregationRules:
                 *(f"{field}_{op}" for field, ops in self.aggregates.items() for op in ops)]
 
 
-def _group_key(key: list[Any]) -> str:
-    return json.dumps(key, sort_keys=True)
+#: ``json.dumps(key, sort_keys=True)`` without building an encoder per call
+_group_key = json.JSONEncoder(sort_keys=True).encode
 
 
 class Aggregation(MapReduceFunction):
@@ -588,22 +590,36 @@ class Aggregation(MapReduceFunction):
     def map_partition(self, params: Mapping[str, Any], items: Iterable[Item],
                       ctx: MapContext | None = None) -> dict[str, Any]:
         rules = AggregationRules.parse(params)
+        group_by = rules.group_by
         groups: dict[str, dict[str, Any]] = {}
+        #: per group key: the group and its (field, stat) pairs, for the per-item loop
+        found: dict[str, tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]] = {}
         for _index, data in items:
             fields = _fields(data)
-            key = [fields.get(field) for field in rules.group_by]
-            group = groups.get(_group_key(key))
-            if group is None:
-                group = groups[_group_key(key)] = {
+            key = [fields.get(field) for field in group_by]
+            text = _group_key(key)
+            entry = found.get(text)
+            if entry is None:
+                group = groups[text] = {
                     "key": key, "rows": 0,
                     "fields": {f: {**_new_stat(), "present": 0} for f in rules.aggregates}}
+                entry = found[text] = (group, list(group["fields"].items()))
+            group, pairs = entry
             group["rows"] += 1
-            for field, stat in group["fields"].items():
+            for field, stat in pairs:  # _stat_add inlined: a third of the map's time
                 value = fields.get(field)
-                if value is not None:
-                    stat["present"] += 1
-                if _is_number(value):
-                    _stat_add(stat, value)
+                if value is None:
+                    continue
+                stat["present"] += 1
+                if value.__class__ is bool or not isinstance(value, int | float):
+                    continue
+                stat["count"] += 1
+                stat["sum"] += value
+                low, high = stat["min"], stat["max"]
+                if low is None or value < low:
+                    stat["min"] = value
+                if high is None or value > high:
+                    stat["max"] = value
         return {"groups": list(groups.values())}
 
     def reduce(self, params: Mapping[str, Any], partials: Sequence[Any],

@@ -29,7 +29,12 @@ from sqlalchemy import select, update
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.datasets import DatasetInfo, Datasets
 from taskworks.mapreduce.functions import JobContext, MapContext
-from taskworks.mapreduce.partitions import Partition, plan, read_partition
+from taskworks.mapreduce.partitions import (
+    DEFAULT_PARTITION_SIZE,
+    Partition,
+    plan,
+    read_partition,
+)
 from taskworks.mapreduce.registry import FunctionRegistry
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.store.tables import ProcessingResult, utcnow
@@ -132,7 +137,7 @@ class Jobs:
     # -- the client side -----------------------------------------------------------------
 
     def start(self, dataset: str, function: str, params: dict[str, Any] | None = None,
-              partition_size: int = 5000, *, queue: str = JOB_QUEUE,
+              partition_size: int = DEFAULT_PARTITION_SIZE, *, queue: str = JOB_QUEUE,
               retries: RetryPolicy | None = None,
               on_partition_failure: PartitionFailurePolicy = "fail") -> str:
         """Check everything, plan, prepare outputs and start the job; returns its id.
