@@ -142,6 +142,12 @@ class WorkerDefaults(_Strict):
     #: report STARTED to the result backend when a task begins: one more result write
     #: (GET, SET, PUBLISH) per task; the journal records start times either way
     track_started: bool = False
+    #: Celery task events (clients' task-sent; workers' task-received, -started,
+    #: -succeeded ...) for Flower or ``celery events``. Nothing in taskworks reads them
+    #: (the dashboard reads the journal, the queues and inspect); each is a Redis PUBLISH
+    #: through a new kombu client, a third of a prefork worker's CPU on short tasks.
+    #: Flower can also turn worker events on at run time (``celery control enable_events``)
+    task_events: bool = False
     soft_time_limit: float = Field(default=1500, gt=0)
     time_limit: float = Field(default=1800, gt=0)
     default_priority: int = Field(default=5, ge=0, le=9)
@@ -212,6 +218,9 @@ class JournalSettings(_Strict):
     #: a batch is written when it reaches batch_size or after flush_interval seconds
     batch_size: int = Field(default=500, ge=1)
     flush_interval: float = Field(default=0.5, gt=0)
+    #: write a task's rows before its message is acknowledged, so a SIGKILLed worker
+    #: loses none (tasks finishing together share one INSERT); False: batches only
+    durable: bool = True
 
 
 class RetrySettings(_Strict):

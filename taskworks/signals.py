@@ -7,6 +7,7 @@ Handlers are filtered to the app they were connected for, so two apps never inte
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -40,6 +41,13 @@ def connect(tw: Taskworks) -> None:
         log.info("task finished", state=state)
         structlog.contextvars.unbind_contextvars("task_id", "task_name")
 
+    def on_worker_init(**_: Any) -> None:
+        # Everything loaded so far lives as long as the worker: move it out of the
+        # collector's reach. The prefork parent runs a full gc.collect() before each
+        # fork (every max_tasks_per_child tasks); over the whole app that was a tenth of
+        # its CPU on short tasks. Forked children share these pages untouched, too.
+        gc.freeze()
+
     def on_process_init(**_: Any) -> None:
         # a forked child must open its own connections, never reuse the parent's
         tw.store.dispose()
@@ -64,6 +72,7 @@ def connect(tw: Taskworks) -> None:
     # weak=False: these closures have no other owner
     signals.task_prerun.connect(on_prerun, weak=False)
     signals.task_postrun.connect(on_postrun, weak=False)
+    signals.worker_init.connect(on_worker_init, weak=False)
     signals.worker_process_init.connect(on_process_init, weak=False)
     signals.worker_process_shutdown.connect(on_process_shutdown, weak=False)
     signals.worker_shutdown.connect(on_process_shutdown, weak=False)

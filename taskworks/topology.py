@@ -14,6 +14,8 @@ from typing import Any
 from celery.schedules import crontab
 from kombu import Exchange, Queue
 
+from taskworks.broker.consumer import ReconnectingConsumer
+from taskworks.broker.transport import transport_for
 from taskworks.errors import InvalidInput
 from taskworks.settings import BeatEntry, Settings
 
@@ -76,7 +78,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Everything taskworks sets on a Celery app it owns."""
     routes = {glob: {"queue": queue} for glob, queue in settings.routes.items()}
-    return {
+    config: dict[str, Any] = {
         "broker_url": settings.effective_broker_url,
         "result_backend": settings.effective_result_backend,
         "broker_connection_retry_on_startup": True,
@@ -97,7 +99,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "result_expires": settings.result_expires,
-        "result_extended": True,
+        # not extended: the journal records name, worker, queue and (redacted) arguments;
+        # extended results would copy the arguments, secrets included, into Redis, and
+        # cost a settings lookup and a bigger payload on every result write
+        "result_extended": False,
         "task_queues": queues(settings),
         "task_default_queue": settings.default_queue,
         "task_default_exchange": settings.default_queue,
@@ -112,13 +117,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_max_tasks_per_child": settings.worker.max_tasks_per_child,
         "worker_max_memory_per_child": settings.worker.max_memory_per_child,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": settings.worker.task_events,
+        "task_send_sent_event": settings.worker.task_events,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_log_color": False,
         # a task whose connection dropped is redelivered; cancelling it avoids a twin run
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Celery's consumer, minus a crash when a Redis broker goes away (broker/consumer.py)
+        "worker_consumer": ReconnectingConsumer,
         "beat_schedule": beat_schedule(settings),
         "imports": list(settings.imports),
     }
+    transport = transport_for(settings.effective_broker_url)
+    if transport is not None:  # the same Redis commands, fewer Python objects per task
+        config["broker_transport"] = transport
+    return config

@@ -34,7 +34,8 @@ for _name in list(os.environ):
     # a developer's own configuration must not leak into the tests
     if _name.startswith("TASKWORKS_") and _name not in {
         "TASKWORKS_BROKER_URL", "TASKWORKS_DATA_DIR", "TASKWORKS_DATABASE_URL",
-        "TASKWORKS_LOG_LEVEL", "TASKWORKS_TEST_POSTGRES_URL",
+        "TASKWORKS_LOG_LEVEL", "TASKWORKS_TEST_POSTGRES_URL", "TASKWORKS_SOAK_TASKS",
+        "TASKWORKS_SOAK_RAW_KILLS",
     }:
         del os.environ[_name]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 from typing import Any
 
 import pytest
 from celery import Celery
+from celery import signals as celery_signals
 
 import taskworks
 from taskworks import InvalidInput, Taskworks, load_settings
@@ -82,3 +84,23 @@ def test_unknown_queue_and_bad_priority_are_refused_at_declaration(tw: Any) -> N
         tw.task(queue="nosuch")
     with pytest.raises(InvalidInput, match="priority"):
         tw.task(priority=11)
+
+
+def test_task_events_and_extended_results_are_off_unless_asked_for() -> None:
+    conf = Taskworks(settings=load_settings()).app.conf
+    assert not conf.worker_send_task_events
+    assert not conf.task_send_sent_event
+    assert not conf.result_extended  # arguments stay in the (redacted) journal only
+    conf = Taskworks(settings=load_settings(worker={"task_events": True})).app.conf
+    assert conf.worker_send_task_events
+    assert conf.task_send_sent_event
+
+
+def test_a_starting_worker_freezes_what_it_loaded(tw: Any) -> None:
+    # the prefork parent's gc.collect() before each fork then skips the loaded app
+    gc.unfreeze()
+    try:
+        celery_signals.worker_init.send(sender=None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

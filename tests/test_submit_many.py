@@ -63,9 +63,10 @@ def test_priority_nine_is_served_before_zero(
 
 
 def test_a_task_sent_event_accompanies_every_message(
-    tw: Any, redis_client: redis.Redis
+    tw: Any, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # taskworks turns task_send_sent_event on: monitors see bulk submits like single ones
+    # with task events on (worker.task_events), monitors see bulk submits like single ones
+    monkeypatch.setitem(tw.app.conf, "task_send_sent_event", True)
     pubsub = redis_client.pubsub()
     pubsub.psubscribe("*celeryev*")
     wait_for(lambda: pubsub.get_message(timeout=0.1), what="the subscription")

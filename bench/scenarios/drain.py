@@ -46,9 +46,10 @@ register(Scenario(
     name="drain",
     title="Drain a backlog of no-op tasks",
     measures="Tasks per second from the moment the whole backlog appears until every task "
-             "has run: prefork -c 2, dramatiq -p 2, 2 RQ workers, 2 bare loops; the "
-             "taskworks general group is one process of 4 threads. Runs are interleaved "
-             "across sides, each on freshly started workers after a warm-up.",
+             "has run: prefork -c 2 (taskworks through its CLI worker, with its default "
+             "settings), dramatiq -p 2, 2 RQ workers, 2 bare loops; 'taskworks (threads "
+             "x4)' is the shipped general group, one process of 4 threads. Runs are "
+             "interleaved across sides, each on freshly started workers after a warm-up.",
     columns=[Column("rate", "tasks/s"), Column("wall", "wall s", "{:.2f}"),
              Column("cpu_per_1k", "worker CPU s / 1k tasks", "{:.3f}"),
              Column("broker_cpu_per_1k", "Valkey CPU s / 1k tasks", "{:.3f}"),

@@ -15,7 +15,12 @@ from taskworks.resilience.breaker_registry import Breakers
 from taskworks.resilience.idempotency import IdempotencyMiddleware
 from taskworks.resilience.ratelimit import RateLimitMiddleware
 from taskworks.runtime.dlq import DeadLetterMiddleware, DeadLetterStore
-from taskworks.runtime.journal import JournalMiddleware, JournalWriter
+from taskworks.runtime.journal import (
+    JournalBarrier,
+    JournalMiddleware,
+    JournalWriter,
+    OutcomeGuard,
+)
 from taskworks.runtime.middleware import Middleware, Runtime
 from taskworks.runtime.retry import RetryMiddleware, RetryPolicies, RetryPolicy
 from taskworks.runtime.severity import SeverityMiddleware, SeverityRules, default_callbacks
@@ -38,11 +43,17 @@ def default_runtime(tw: Taskworks, extra: list[Middleware] | None = None) -> Run
                         settings.retry.budget_per_minute),
         SeverityMiddleware(SeverityRules(), default_callbacks(tw)),
     ]
+    # the dead letter before the journal row: a worker killed between the two leaves a
+    # letter without its row, which the outcome guard writes when the message comes back
+    middlewares.append(DeadLetterMiddleware(DeadLetterStore(tw.store)))
+    journal: JournalMiddleware | None = None
     if settings.journal.enabled:
         writer = JournalWriter(tw.store, settings.journal.batch_size,
                                settings.journal.flush_interval)
-        middlewares.append(JournalMiddleware(writer, settings.journal))
-    middlewares.append(DeadLetterMiddleware(DeadLetterStore(tw.store)))
+        journal = JournalMiddleware(writer, settings.journal)
+        middlewares.append(journal)
+        # first of all: a redelivered or retried task that already has an outcome stops
+        middlewares.insert(0, OutcomeGuard(journal))
     middlewares.append(NotifyMiddleware(tw))
     # an open breaker defers first, spending no rate token; a probe it admitted is given
     # back (on_deferred) if the rate limit or idempotency then defers the task
@@ -57,4 +68,6 @@ def default_runtime(tw: Taskworks, extra: list[Middleware] | None = None) -> Run
         settings.effective_broker_url, ttl_seconds=idem.ttl_seconds,
         lease_seconds=idem.lease_seconds, wait_interval=idem.wait_interval,
         max_hold=settings.worker.time_limit))
+    if journal is not None and settings.journal.durable:
+        middlewares.append(JournalBarrier(journal))  # after every hook that acts
     return Runtime([*middlewares, *(extra or [])])

@@ -1,9 +1,13 @@
 """The outcome journal: one record per attempt of every task, written in batches.
 
-On the hot path a task only appends a dict to an in-memory buffer; a background thread
-of each worker process writes the buffer with one multi-row INSERT when it reaches
-``batch_size`` or every ``flush_interval`` seconds. The worker's shutdown signals flush
-what is left, so a warm shutdown loses no record. Rows that fail to write are kept and
+On the hot path a task appends a dict to an in-memory buffer; a background thread of
+each worker process writes the buffer with one multi-row INSERT when it reaches
+``batch_size`` or every ``flush_interval`` seconds. With ``journal.durable`` (the
+default) an attempt's row is also in the store before the task returns to Celery
+(``JournalBarrier``, last in the chain), so before Celery stores its result and
+acknowledges its message: a SIGKILL after the ack would otherwise lose rows of tasks
+that never run again. Tasks finishing together share one INSERT (a group commit). The
+worker's shutdown signals flush what is left. Rows that fail to write are kept and
 retried with the next batch (bounded, so a dead database cannot exhaust memory).
 """
 
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celery.exceptions import Ignore
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,7 +32,7 @@ from taskworks.runtime.middleware import Middleware, TaskContext
 from taskworks.runtime.redact import Redactor
 from taskworks.settings import JournalSettings
 from taskworks.store.engine import Store
-from taskworks.store.tables import JournalEntry
+from taskworks.store.tables import DeadLetter, JournalEntry
 
 log = get_logger("taskworks.journal")
 
@@ -45,20 +50,35 @@ class JournalWriter:
         self.flush_interval = flush_interval
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one INSERT at a time: "written" stays ordered
+        self._added = 0  # rows added in this process; rows 1.._written are in the store
+        self._written = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
         atexit.register(self.close)
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any]) -> int:
+        """Buffer a row; returns its number, for ``wait_written``."""
         if self._pid != os.getpid():
             self._start()  # first record in this (possibly forked) process
         with self._lock:
             self._buffer.append(row)
+            self._added += 1
+            number = self._added
             full = len(self._buffer) >= self.batch_size
         if full:
             self._wake.set()
+        return number
+
+    def wait_written(self, number: int) -> bool:
+        """Make sure row ``number`` is in the store: written already, or by a flush now
+        (which takes every buffered row along). False if the database refused it."""
+        if self._written >= number:
+            return True
+        self.flush()
+        return self._written >= number
 
     def _start(self) -> None:
         with self._lock:
@@ -66,6 +86,8 @@ class JournalWriter:
                 return
             self._pid = os.getpid()
             self._buffer = []  # a forked child must not write its parent's rows
+            self._added = self._written = 0
+            self._flushing = threading.Lock()  # the parent's may have been held at fork
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="taskworks-journal",
                                             daemon=True)
@@ -78,19 +100,23 @@ class JournalWriter:
             self.flush()
 
     def flush(self) -> int:
-        with self._lock:
-            rows, self._buffer = self._buffer, []
-        if not rows:
-            return 0
-        try:
-            with self.store.engine.begin() as conn:
-                conn.execute(insert(JournalEntry), rows)
-        except SQLAlchemyError as exc:
-            log.error("journal write failed; will retry", rows=len(rows), error=str(exc)[:200])
+        with self._flushing:
             with self._lock:
-                self._buffer = (rows + self._buffer)[-MAX_PENDING:]
-            return 0
-        return len(rows)
+                rows, self._buffer = self._buffer, []
+                upto = self._added
+            if not rows:
+                return 0
+            try:
+                with self.store.engine.begin() as conn:
+                    conn.execute(insert(JournalEntry), rows)
+            except SQLAlchemyError as exc:
+                log.error("journal write failed; will retry", rows=len(rows),
+                          error=str(exc)[:200])
+                with self._lock:
+                    self._buffer = (rows + self._buffer)[-MAX_PENDING:]
+                return 0
+            self._written = upto
+            return len(rows)
 
     def close(self) -> None:
         """Stop the thread and write everything buffered (worker shutdown, exit)."""
@@ -127,7 +153,7 @@ class JournalMiddleware(Middleware):
 
     def record(self, ctx: TaskContext, state: str) -> None:
         exc = ctx.exc
-        self.writer.add({
+        number = self.writer.add({
             "task_id": ctx.task_id, "name": ctx.name, "queue": ctx.queue, "state": state,
             "attempt": ctx.attempt, "args": self.redact(list(ctx.args)),
             "kwargs": self.redact(ctx.kwargs),
@@ -140,6 +166,32 @@ class JournalMiddleware(Middleware):
             "started_at": ctx.started_at, "finished_at": ctx.finished_at,
             "duration_ms": ctx.duration_ms,
         })
+        if state != "revoked":  # revoked rows are written outside the task's execution
+            ctx.task.request.taskworks_journal_row = number  # for JournalBarrier
+
+    def record_dead_letter(self, ctx: TaskContext, letter: DeadLetter) -> None:
+        """The journal row of a dead letter whose own row died with its worker."""
+        ctx.task.request.taskworks_journal_row = self.writer.add({
+            "task_id": letter.task_id, "name": letter.name, "queue": letter.queue,
+            "state": "failure", "attempt": letter.attempts,
+            "args": self.redact(list(letter.args or [])),
+            "kwargs": self.redact(letter.kwargs or {}), "result": None,
+            "exc_type": letter.exc_type, "exc_message": _truncate(letter.exc_message, 2000),
+            "traceback": _truncate(letter.traceback, self.settings.traceback_max_chars),
+            "severity": letter.severity, "hostname": None, "pid": None,
+            "started_at": None, "finished_at": letter.failed_at, "duration_ms": None,
+        })
+
+    def wait_written(self, ctx: TaskContext) -> None:
+        """The row this attempt recorded is in the store (or the database refused it)."""
+        request = ctx.task.request
+        number = getattr(request, "taskworks_journal_row", None)
+        if number is None:
+            return
+        request.taskworks_journal_row = None
+        if not self.writer.wait_written(number):
+            log.warning("journal row not written before the task returned; kept for a retry",
+                        task=ctx.name, task_id=ctx.task_id)
 
     def after_success(self, ctx: TaskContext) -> None:
         self.record(ctx, "success")
@@ -158,6 +210,84 @@ class JournalMiddleware(Middleware):
 
     def on_worker_shutdown(self) -> None:
         self.writer.close()
+
+
+class JournalBarrier(Middleware):
+    """Last in the chain (``journal.durable``): the attempt's row is in the store before
+    the task returns, so before Celery stores its result and acknowledges the message
+    (a pool child killed after storing SUCCESS is acknowledged, not run again). After
+    every other hook, so an idempotent result is stored before this write, not after."""
+
+    def __init__(self, journal: JournalMiddleware) -> None:
+        self.journal = journal
+
+    def after_success(self, ctx: TaskContext) -> None:
+        self.journal.wait_written(ctx)
+
+    def on_retry(self, ctx: TaskContext) -> None:
+        self.journal.wait_written(ctx)
+
+    def on_exhausted(self, ctx: TaskContext) -> None:
+        self.journal.wait_written(ctx)
+
+    def on_deferred(self, ctx: TaskContext) -> None:
+        self.journal.wait_written(ctx)
+
+
+class OutcomeGuard(Middleware):
+    """Acknowledges, without running it, a message whose task already has an outcome (a
+    success row, or a dead letter). Two ways a worker's death leaves such a message: it
+    died after recording the outcome and before acknowledging (the message is
+    redelivered), or after publishing a retry and before acknowledging the attempt that
+    retried (two copies of the task then run, and the second must stop once the first
+    has ended). First in the chain.
+
+    Redeliveries and retries pay the lookup; so does every task of a worker whose
+    reserved messages may outlive the visibility timeout (prefetched ones wait behind up
+    to ``prefetch_multiplier`` tasks of ``time_limit`` each, then run): the broker then
+    hands a copy to another worker while the original waits here, and the original,
+    which is not marked redelivered, must not run again once the copy has ended.
+    """
+
+    def __init__(self, journal: JournalMiddleware) -> None:
+        self.journal = journal
+        self._every_task: bool | None = None
+
+    @staticmethod
+    def reserved_may_outlive_visibility(conf: Any) -> bool:
+        visibility = (conf.broker_transport_options or {}).get("visibility_timeout")
+        limit = conf.task_time_limit
+        if not visibility or not limit:
+            return False
+        held = (int(conf.worker_prefetch_multiplier or 1) + 1) * float(limit)
+        return float(visibility) < held
+
+    def before_task(self, ctx: TaskContext) -> None:
+        if self._every_task is None:
+            self._every_task = self.reserved_may_outlive_visibility(ctx.task.app.conf)
+        if not self._every_task and not ctx.redelivered and not ctx.task.request.retries:
+            return
+        try:
+            with self.journal.writer.store.session() as session:
+                states = set(session.scalars(select(JournalEntry.state).where(
+                    JournalEntry.task_id == ctx.task_id,
+                    JournalEntry.state.in_(("success", "failure")))))
+                letter = None if "success" in states else session.scalars(select(
+                    DeadLetter).where(DeadLetter.task_id == ctx.task_id).limit(1)).first()
+        except SQLAlchemyError as exc:  # run it, as without the guard; never fail it here
+            log.warning("outcome lookup failed; the task runs", task=ctx.name,
+                        task_id=ctx.task_id, error=str(exc)[:200])
+            return
+        if "success" not in states and letter is None:
+            return
+        if letter is not None and "failure" not in states:
+            # died between the dead letter and its journal row (written in that order)
+            self.journal.record_dead_letter(ctx, letter)
+            self.journal.wait_written(ctx)
+        log.info("task already has an outcome: message acknowledged, not run again",
+                 task=ctx.name, task_id=ctx.task_id,
+                 outcome="success" if "success" in states else "dead letter")
+        raise Ignore()
 
 
 # -- reading ------------------------------------------------------------------------

@@ -153,7 +153,12 @@ class WorkflowEngine:
             return ignored  # a stray message (its run deleted): nothing to run
         self._run_workflows[run_id] = (workflow, version)
         redelivered = bool((request.delivery_info or {}).get("redelivered"))
-        started = self.runs.start_step(run_id, name, token, redelivered=redelivered,
+        # a retry of this wrapper after an infrastructure error (the store went away
+        # between the body and its record) finds its step still RUNNING under its own
+        # token: it takes it again, like a redelivery, instead of leaving it stuck
+        retried = bool(request.retries)
+        started = self.runs.start_step(run_id, name, token,
+                                       redelivered=redelivered or retried,
                                        celery_id=request.id, depends_on=step.depends_on)
         if started is None:
             return ignored

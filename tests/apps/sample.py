@@ -208,8 +208,10 @@ GUARDED = {name: tw.task(name=name, breaker=name, retry_policy=RetryPolicy(max_r
 
 
 from tests.apps import workflow_steps  # noqa: E402  (the workflow tests' step tasks)
+from tests.soak import soak_tasks  # noqa: E402  (the soak's flaky and idempotent tasks)
 
 workflow_steps.register(tw)
+soak_tasks.register(tw)
 
 # taskworks.http_call against the tests' local servers: quick retries, a quick host breaker
 tw.retry_policies.register("taskworks.http_call", RetryPolicy(

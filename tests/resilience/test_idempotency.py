@@ -11,6 +11,7 @@ import redis
 from taskworks import keys
 from taskworks.errors import InvalidInput
 from taskworks.resilience.idempotency import call_key, canonical_digest
+from taskworks.runtime.journal import attempts
 from tests.support.wait import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -153,7 +154,13 @@ def test_lease_is_renewed_and_waiting_duplicates_spend_no_retries(
     duplicate = tw.submit("tests.idem_work", ["long", 4.0])
     assert first.get(timeout=30) == duplicate.get(timeout=30)
     assert redis_client.get("long:runs") == "1"  # the lease outlived its 2 s by renewal
-    assert duplicate.retries == 0  # deferrals are not retries
+    # deferrals are not retries: the duplicate's journal has no retry, and its one
+    # success is its first attempt
+    rows = wait_for(lambda: [r for r in attempts(tw.store, duplicate.id)
+                             if r.state == "success"] and attempts(tw.store, duplicate.id),
+                    what="the duplicate's journal rows")
+    assert "retry" not in {r.state for r in rows}
+    assert [r.attempt for r in rows if r.state == "success"] == [1]
 
 
 def test_submit_dedupe_key_returns_the_queued_task_instead_of_sending_twice(

@@ -39,9 +39,11 @@ def test_warm_shutdown_writes_every_buffered_record(
     tw: Any, store: Any, redis_client: redis.Redis,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    # a flush interval no test waits for: only the shutdown flush can write these rows
+    # a flush interval no test waits for, and no write before each task returns
+    # (journal.durable off): only the shutdown flush can write these rows
     worker = start_worker(env={"TASKWORKS_JOURNAL__FLUSH_INTERVAL": "600",
-                               "TASKWORKS_JOURNAL__BATCH_SIZE": "100000"})
+                               "TASKWORKS_JOURNAL__BATCH_SIZE": "100000",
+                               "TASKWORKS_JOURNAL__DURABLE": "false"})
     results = [tw.submit("tests.echo", [i]) for i in range(30)]
     assert [r.get(timeout=30) for r in results] == list(range(30))
     assert journal.counts_by_state(store, "tests.echo") == {}

@@ -14,7 +14,12 @@ from sqlalchemy.exc import OperationalError
 
 from taskworks.errors import InvalidInput, TaskMemoryError
 from taskworks.runtime.middleware import TaskContext
-from taskworks.runtime.severity import ErrorCallbacks, Severity, SeverityRules
+from taskworks.runtime.severity import (
+    ErrorCallbacks,
+    Severity,
+    SeverityMiddleware,
+    SeverityRules,
+)
 from tests.support.workers import WorkerProcess
 
 
@@ -76,7 +81,7 @@ def test_callbacks_of_the_most_specific_class_run_and_failures_are_contained() -
 
 def test_database_error_callback_resets_the_pool(tw: Any) -> None:
     engine = tw.store.engine
-    for callback in tw.runtime.get(type(tw.runtime.middlewares[1])).callbacks.matching(
+    for callback in tw.runtime.get(SeverityMiddleware).callbacks.matching(
             OperationalError("x", {}, Exception())):
         callback(OperationalError("x", {}, Exception()), _ctx())
     assert tw.store.engine is not engine

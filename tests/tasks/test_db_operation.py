@@ -11,6 +11,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from taskworks.errors import InvalidInput, TaskworksError
+from taskworks.runtime.journal import attempts
 from taskworks.store.engine import make_engine
 from taskworks.tasks.db_operation import NAME, check_params, check_statement, run_operation
 from tests.support.wait import wait_for
@@ -98,7 +99,7 @@ def test_a_refused_operation_fails_at_once_without_retries(
         result = tw.submit(NAME, kwargs=kwargs)
         with pytest.raises(TaskworksError, match=message):
             result.get(timeout=30)
-        assert result.retries == 0
+        assert [r.state for r in attempts(tw.store, result.id)] == ["failure"]  # no retry
         assert "InvalidInput" in (result.traceback or "")
 
 
@@ -125,7 +126,8 @@ def test_a_dropped_postgres_connection_is_retried_and_succeeds(
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
     admin.dispose()
     assert result.get(timeout=60) == [{"answer": 42, "tag": "t"}]
-    assert result.retries == 1  # the OperationalError was retried once, with backoff
+    # the OperationalError was retried once, with backoff
+    assert [r.state for r in attempts(tw.store, result.id)] == ["retry", "success"]
 
 
 def test_the_databases_setting_refuses_a_url_it_cannot_use() -> None:
