@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from examples import patterns
@@ -59,3 +60,29 @@ def rollup(self: Any, values: list[float]) -> dict[str, Any]:
 def greet(self: Any, name: str) -> dict[str, Any]:
     """No route matches: the default queue."""
     return {**_where(self), "result": f"hello, {name}"}
+
+
+def _ages_map(params: Mapping[str, Any], items: Iterable[tuple[int, Any]]) -> dict[str, int]:
+    """People per age decade; a partition holding the item ``poison`` fails (a corrupt
+    row), to show the partial-failure policy."""
+    decades: dict[str, int] = {}
+    for index, data in items:
+        if index == params.get("poison"):
+            raise ValueError(f"corrupt row at item {index}")
+        age = data.get("age")
+        if isinstance(age, int):
+            key = f"{age // 10 * 10}s"
+            decades[key] = decades.get(key, 0) + 1
+    return decades
+
+
+def _ages_reduce(params: Mapping[str, Any], partials: Sequence[Any]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for partial in partials:
+        for key, count in partial.items():
+            total[key] = total.get(key, 0) + count
+    return dict(sorted(total.items()))
+
+
+# a custom map-reduce function (docs/mapreduce.md), known to the client and the workers
+tw.jobs.functions.custom("demo.ages_by_decade", map=_ages_map, reduce=_ages_reduce)

@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from taskworks.runtime.retry import RetryPolicy
+
 DATASET = "demo_people"
 OUTPUT = "demo_people_clean"
 
@@ -86,6 +88,24 @@ def mapreduce_scenario(tw: Any, console: Console, rows: int = 100_000,
     console.print(table)
     sample = datasets.head(OUTPUT, 2)
     console.print(f"first items of {OUTPUT!r}: {sample}")
+    partial_failure(tw, console, rows, partition_size)
+
+
+def partial_failure(tw: Any, console: Console, rows: int, partition_size: int) -> None:
+    """The partial-failure policy: one partition holds a corrupt row and fails for good;
+    with ``on_partition_failure="reduce"`` the job still reduces the others."""
+    poison = rows // 2 + 7
+    job_id = tw.jobs.start(DATASET, "demo.ages_by_decade", {"poison": poison},
+                           partition_size=partition_size,
+                           retries=RetryPolicy(max_retries=0),
+                           on_partition_failure="reduce")
+    status = tw.jobs.wait(job_id, timeout=600)
+    failed = ", ".join(f"{p.index} [{p.start}, {p.end}): {p.error}" for p in status.failed)
+    result = tw.jobs.result(job_id) if status.state in ("completed", "partial") else None
+    counted = sum(result.values()) if result else 0
+    console.print(f"custom function demo.ages_by_decade with on_partition_failure=reduce: "
+                  f"job {status.state}, {status.done}/{len(status.partitions)} partitions; "
+                  f"failed {failed}; reduced over {counted:,} people: {result}")
 
 
 def _summary(function: str, result: dict[str, Any] | None) -> str:
