@@ -166,9 +166,12 @@ class IdempotencyMiddleware(Middleware):
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.broker_url)
-            self._acquire = _script(self._client, "idempotency_acquire.lua")
-            self._complete = _script(self._client, "idempotency_complete.lua")
+            # the scripts are set before the client: a pool thread that sees the client
+            # must also see them (the threads pool races here on its first tasks)
+            client = redis.Redis.from_url(self.broker_url)
+            self._acquire = _script(client, "idempotency_acquire.lua")
+            self._complete = _script(client, "idempotency_complete.lua")
+            self._client = client
         return self._client
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:

@@ -99,9 +99,11 @@ class RateLimitMiddleware(Middleware):
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.broker_url)
-            self._script = self._client.register_script(
+            # the script before the client: a pool thread that sees one sees both
+            client = redis.Redis.from_url(self.broker_url)
+            self._script = client.register_script(
                 (resources.files("taskworks.resilience") / "ratelimit.lua").read_text())
+            self._client = client
         return self._client
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:

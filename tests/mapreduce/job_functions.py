@@ -2,8 +2,9 @@
 
 ``tests.slow_sum`` sums the field ``v``; every execution of a partition is counted in
 Redis (``<key>:runs:<first item_index>``), a partition fails while ``<key>:fail:<first>``
-exists, and each partition sleeps ``sleep`` seconds, so a test can kill, cancel or fail
-a job half-way and see which partitions ran again.
+exists, each partition sleeps ``sleep`` seconds and then waits while ``<key>:hold:<first>``
+exists, so a test can kill, cancel or fail a job half-way and see which partitions ran
+again, or look at a job while a partition runs.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def register(tw: Taskworks) -> None:
         if client.exists(f"{key}:fail:{first}"):
             raise RuntimeError(f"partition at {first} told to fail")
         time.sleep(float(params.get("sleep", 0)))
+        while client.exists(f"{key}:hold:{first}"):  # a test holds it until it has looked
+            time.sleep(0.02)
         return {"sum": total, "count": count}
 
     def total(params: Mapping[str, Any], partials: Sequence[Any]) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -177,3 +179,35 @@ def test_submit_dedupe_key_returns_the_queued_task_instead_of_sending_twice(
     assert sorted(x.split("|")[0] for x in redis_client.lrange("dd:order", 0, -1)) == ["d1", "d3"]
     with pytest.raises(InvalidInput, match="dedupe_ttl"):
         tw.submit("tests.record", ["x"], dedupe_key="k", dedupe_ttl=0)
+
+
+def test_threads_that_race_to_the_first_client_all_see_the_scripts(
+        tw: Any) -> None:
+    """The threads pool's first tasks reach the lazy client together: a thread that sees
+    the client must see the Lua scripts too (the soak caught ``None(...)`` here)."""
+    from taskworks.resilience.idempotency import IdempotencyMiddleware
+
+    seen: list[bool] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+    try:
+        for _ in range(20):
+            middleware = IdempotencyMiddleware(
+                tw.settings.effective_broker_url, ttl_seconds=60, lease_seconds=5,
+                wait_interval=0.1, max_hold=60)
+            start = threading.Barrier(8)
+
+            def first_use(mw: IdempotencyMiddleware = middleware,
+                          barrier: threading.Barrier = start) -> None:
+                barrier.wait()
+                mw.client  # noqa: B018 - the lazy property is what races
+                seen.append(mw._acquire is not None and mw._complete is not None)
+
+            threads = [threading.Thread(target=first_use) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(seen) == 160 and all(seen), f"{seen.count(False)} threads saw no script"
