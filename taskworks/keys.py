@@ -11,6 +11,16 @@ BEAT_LEADER = PREFIX + "beat:leader"
 def beat_leader(name: str = "default") -> str:
     return f"{BEAT_LEADER}:{name}"
 
+#: one wake-up token per message published to a queue (broker/transport.py): consumers
+#: with nothing to do block on these, never on the queue itself; and where a message
+#: that is not kombu's JSON is set aside instead of being lost
+WAKE = PREFIX + "wake:"
+UNDELIVERABLE = PREFIX + "undeliverable"
+
+
+def wake(queue: str) -> str:
+    return WAKE + queue
+
 #: how often a message was restored after its worker died, per task id
 REDELIVERIES = PREFIX + "redeliveries:"
 #: failure-notification dedupe windows, per task name and exception type

@@ -7,22 +7,81 @@ callbacks: in a prefork worker draining no-op tasks that was a tenth of its CPU
 (docs/benchmarks.md, issue 9). A ``redis.Redis`` is thread-safe (every command checks a
 connection out of the pool and returns it), so the channel keeps one and hands it out.
 Commands, keys and their order are unchanged: only the Python object is reused.
+
+It also closes kombu's message-loss window (kombu #305, celery #7950). Kombu takes a
+message with BRPOP and records it as unacknowledged in a second round trip, so a worker
+SIGKILLed between the two loses the message for good. This channel takes messages with
+one Lua script that pops and records atomically (consume.lua); the visibility timeout
+restores whatever a dead worker held. A script cannot block, so a consumer with nothing
+to do blocks on wake-up lists instead: every publish through this transport pushes a
+token onto ``taskworks:wake:<queue>`` (capped), and a consumer that finds every queue
+empty waits with BRPOP on its queues' wake lists, at most ``brpop_timeout`` (1 s) at a
+time, then looks again. Messages pushed by other clients (plain Celery) carry no token:
+they are found within that second.
+
+The consume loop is a two-state machine on the channel's one blocking connection:
+*take* (the script; again at once while it finds messages) and *wait* (BRPOP on the wake
+lists, entered when the script finds every queue empty). Same round trips per message as
+kombu (the script replaces BRPOP plus the unacked write), and none spent waiting while
+a backlog drains.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
+from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+from taskworks import keys
+from taskworks.logs import get_logger
+
+log = get_logger("taskworks.broker")
+
+#: pop-and-record-as-unacked, atomically (read once: sent with every take)
+CONSUME_SCRIPT = (resources.files("taskworks.broker") / "consume.lua").read_text()
+#: wake tokens kept per queue: enough to wake every idle consumer; more would only grow
+#: where no consumer of this transport reads them (a plain Celery worker)
+WAKE_TOKENS = 64
+#: Redis commands one publish adds to a pipeline: the message, its token, the cap
+COMMANDS_PER_PUBLISH = 3
 
 #: the URL schemes kombu serves with its Redis transport (the ones this class replaces)
 SCHEMES = ("redis", "rediss")
 
 
+class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    def append(self, message: Any, delivery_tag: str) -> None:
+        if delivery_tag == self.channel._recorded_tag:
+            # consume.lua recorded it already, in the step that popped it
+            self.channel._recorded_tag = None
+            virtual.QoS.append(self, message, delivery_tag)
+            return
+        super().append(message, delivery_tag)  # basic_get and other paths: kombu's way
+
+
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
+    QoS = QoS
     _shared_client: Any = None
+    #: the command in flight on the blocking connection: "EVAL" (take) or "BRPOP" (wait)
+    _pending: str | None = None
+    #: the next command waits for a token (every queue was empty at the last look)
+    _waiting = False
+    #: the last wait ended with a token: the next take must not spend another
+    _token_taken = False
+    #: the tag consume.lua recorded for the message being delivered (QoS.append skips it)
+    _recorded_tag: str | None = None
+
+    @property
+    def atomic_consume(self) -> bool:
+        # kombu's own path where its key prefixing or ack emulation differ from ours
+        return bool(self.ack_emulation) and not self.global_keyprefix
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -34,6 +93,119 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             # first use, or the channel replaced its pool: a client on the current one
             shared = self._shared_client = self._create_client()
         yield shared
+
+
+    # -- consuming: take (consume.lua) or wait (BRPOP on wake lists) ----------------
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if not self.atomic_consume:
+            return super()._brpop_start(timeout)  # type: ignore[no-any-return]
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return None
+        command: list[Any]
+        if self._waiting:
+            wait = self.brpop_timeout if timeout is None else timeout
+            command = ["BRPOP", *(keys.wake(queue) for queue in queues), wait or 0]
+        else:
+            queue_keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps
+                          for queue in queues]
+            command = ["EVAL", CONSUME_SCRIPT, 3 + len(queues) + len(queue_keys),
+                       self.unacked_key, self.unacked_index_key, keys.UNDELIVERABLE,
+                       *(keys.wake(queue) for queue in queues), *queue_keys,
+                       len(queues), repr(time()), int(self._token_taken)]
+        self._pending = str(command[0])
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command(*command)
+        return None
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if not self.atomic_consume:
+            return super()._brpop_read(**options)  # type: ignore[no-any-return]
+        pending, self._pending = self._pending or "BRPOP", None
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, pending, **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next poll reconnects
+                raise
+            if pending == "BRPOP":
+                # a token (a message was published) or the timeout: look again either way
+                self._waiting, self._token_taken = False, bool(reply)
+                raise virtual.Empty()
+            self._token_taken = False
+            queue_key, item, set_aside = reply
+            if set_aside:
+                log.error("messages that are not kombu JSON were set aside, not delivered",
+                          count=int(set_aside), key=keys.UNDELIVERABLE)
+            if not item:
+                self._waiting = True
+                raise virtual.Empty()
+            queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            payload = loads(bytes_to_str(item))
+            self._recorded_tag = payload["properties"]["delivery_tag"]
+            try:
+                self.connection._deliver(payload, queue)
+            finally:
+                self._recorded_tag = None
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    # -- publishing: each message with its wake token, in the same round trip ---------
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        batch = kwargs.get("_publish_batch")
+        if batch is not None:  # kombu adds the message's commands, then we add the token's
+            super()._put(queue, message, **kwargs)
+            batch.add("lpush", keys.wake(queue), 1)
+            batch.add("ltrim", keys.wake(queue), 0, WAKE_TOKENS - 1)
+            return
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.lpush(key, dumps(message))
+            if self._expires and queue in self._expires:
+                for pri in self.priority_steps:
+                    pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
+            self._wake(pipe, queue)
+            pipe.execute()
+
+    @staticmethod
+    def _wake(pipe: Any, queue: str) -> None:
+        pipe.lpush(keys.wake(queue), 1)
+        pipe.ltrim(keys.wake(queue), 0, WAKE_TOKENS - 1)
+
+    def _do_restore_message(self, payload: Any, exchange: str, routing_key: str,
+                            pipe: Any, leftmost: bool = False) -> None:
+        """kombu's, plus a wake token: a restored message wakes a consumer like a new one."""
+        try:
+            try:
+                payload["headers"]["redelivered"] = True
+                payload["properties"]["delivery_info"]["redelivered"] = True
+            except KeyError:
+                pass
+            for queue in self._lookup(exchange, routing_key):
+                pri = self._get_message_priority(payload, reverse=False)
+                (pipe.lpush if leftmost else pipe.rpush)(
+                    self._q_for_pri(queue, pri), dumps(payload))
+                self._wake(pipe, queue)
+        except self.connection_errors:
+            raise  # aborts the transaction, which would drop the message unrestored
+        except Exception:
+            log.exception("could not restore a message", exchange=exchange,
+                          routing_key=routing_key)
+
+    def _purge(self, queue: str) -> int:
+        with self.conn_or_acquire() as client:
+            client.delete(keys.wake(queue))
+        return super()._purge(queue)  # type: ignore[no-any-return]
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        super()._delete(queue, *args, **kwargs)
+        with self.conn_or_acquire() as client:
+            client.delete(keys.wake(queue))
 
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
