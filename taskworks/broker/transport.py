@@ -129,30 +129,32 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             except self.connection_errors:
                 self.client.connection.disconnect()  # the next poll reconnects
                 raise
-            if pending == "BRPOP":
-                # a token (a message was published) or the timeout: look again either way
-                self._waiting, self._token_taken = False, bool(reply)
-                raise virtual.Empty()
-            self._token_taken = False
-            queue_key, item, set_aside = reply
-            if set_aside:
-                log.error("messages that are not kombu JSON were set aside, not delivered",
-                          count=int(set_aside), key=keys.UNDELIVERABLE)
-            if not item:
-                self._waiting = True
-                raise virtual.Empty()
-            queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(queue)
-            payload = loads(bytes_to_str(item))
-            self._recorded_tag = payload["properties"]["delivery_tag"]
-            try:
-                self.connection._deliver(payload, queue)
-            finally:
-                self._recorded_tag = None
-            return True
         finally:
             self._in_poll = None
-            self._flush_brpop_reauth()
+            self._flush_brpop_reauth()  # the connection is idle: kombu's moment for AUTH
+        if pending == "BRPOP":
+            # a token (a message was published) or the timeout: look again either way
+            self._waiting, self._token_taken = False, bool(reply)
+            if reply:
+                self._brpop_start()  # at once, not a turn of the event loop later
+            raise virtual.Empty()
+        self._token_taken = False
+        queue_key, item, set_aside = reply
+        if set_aside:
+            log.error("messages that are not kombu JSON were set aside, not delivered",
+                      count=int(set_aside), key=keys.UNDELIVERABLE)
+        if not item:
+            self._waiting = True
+            raise virtual.Empty()
+        queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        payload = loads(bytes_to_str(item))
+        self._recorded_tag = payload["properties"]["delivery_tag"]
+        try:
+            self.connection._deliver(payload, queue)
+        finally:
+            self._recorded_tag = None
+        return True
 
     # -- publishing: each message with its wake token, in the same round trip ---------
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:

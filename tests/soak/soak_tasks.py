@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -48,13 +49,17 @@ def effect_pids_key(key: str) -> str:
 
 def register(tw: Taskworks) -> None:
     clients: dict[int, redis.Redis] = {}
+    lock = threading.Lock()
 
     def client() -> redis.Redis:
-        # one client per process: a forked pool child must not share its parent's sockets
+        # one client per process: a forked pool child must not share its parent's sockets.
+        # Under the lock: two threads making one each would drop one, and a dropped
+        # client closes its pool under whoever still uses it (EBADF, seen in the soak)
         pid = os.getpid()
-        if pid not in clients:
-            clients[pid] = redis.Redis.from_url(tw.settings.effective_broker_url)
-        return clients[pid]
+        with lock:
+            if pid not in clients:
+                clients[pid] = redis.Redis.from_url(tw.settings.effective_broker_url)
+            return clients[pid]
 
     def check(task: Any, always_fail: bool) -> None:
         request = task.request

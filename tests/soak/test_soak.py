@@ -9,17 +9,14 @@ See docs/soak.md.
 from __future__ import annotations
 
 import os
-import platform
 import random
 import signal
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import redis
 
@@ -37,9 +34,6 @@ from tests.soak.soak_tasks import (
 from tests.support.workers import WorkerProcess
 
 TASKS = int(os.environ.get("TASKWORKS_SOAK_TASKS", "20000"))
-#: "1": kill whole workers at any moment, even while kombu holds a message it popped from
-#: the queue and has not yet recorded as unacknowledged (that message is lost: docs/soak.md)
-RAW_KILLS = os.environ.get("TASKWORKS_SOAK_RAW_KILLS") == "1"
 #: one call in this many always fails: it must exhaust its retries and be dead-lettered
 ALWAYS_FAIL_EVERY = 400
 #: one idempotent call in this many repeats the previous call's arguments (same key)
@@ -64,7 +58,6 @@ class Chaos:
     """Kills a pool child or a whole worker every few seconds; replaces killed workers."""
 
     start: Callable[..., WorkerProcess]
-    redis: redis.Redis
     rng: random.Random = field(default_factory=lambda: random.Random(10))
     workers: list[tuple[WorkerProcess, str, int, float]] = field(default_factory=list)
     killed_pids: set[int] = field(default_factory=set)
@@ -86,81 +79,20 @@ class Chaos:
         else:
             self.kills["pool child: none"] += 1
 
-    def kill_a_worker(self) -> bool:
-        """False when the chosen worker could not be killed just now (try again soon)."""
+    def kill_a_worker(self) -> None:
+        """SIGKILL a whole worker at whatever it is doing, and start another in its place.
+        Its messages come back after the visibility timeout, even one it was taking from
+        the queue: broker/transport.py takes and records a message in one step."""
         old = [e for e in self.workers if time.monotonic() - e[3] >= MIN_WORKER_AGE]
         if not old:
-            return True
+            return
         entry = self.rng.choice(old)
         worker, pool, concurrency, _ = entry
-        pids = [worker.proc.pid, *worker.children()]
-        if not self.kill_worker(worker):
-            self.kills["whole worker: not now"] += 1
-            return False
-        self.killed_pids.update(pids)
+        self.killed_pids.update([worker.proc.pid, *worker.children()])
+        worker.kill()
         self.kills[f"whole {pool} worker"] += 1
         self.workers.remove(entry)
         self.launch(pool, concurrency)
-        return True
-
-    def kill_worker(self, worker: WorkerProcess) -> bool:
-        """SIGKILL the whole worker (its messages come back after the visibility timeout),
-        unless its consumer may hold a message that kombu's Redis transport has popped
-        (BRPOP) and not yet recorded as unacknowledged: that message would be lost with
-        the process, a hole in kombu that taskworks does not fill (docs/soak.md).
-
-        The worker is frozen (SIGSTOP) and the server refuses writes (CLIENT PAUSE WRITE:
-        no list changes, no blocked BRPOP served). If the consumer's thread then waits in
-        its event loop and no broker reply is unread in its sockets, every message it
-        popped is recorded: the kill loses nothing kombu could have kept. False: not such
-        a moment (the worker runs on), try again shortly.
-        """
-        if RAW_KILLS:
-            worker.kill()
-            return True
-        pid = worker.proc.pid
-        os.killpg(pid, signal.SIGSTOP)
-        killed = False
-        try:
-            time.sleep(0.05)  # what the worker sent before it froze is run by the server
-            self.redis.execute_command("CLIENT", "PAUSE", 2000, "WRITE")
-            try:
-                port = self.redis.connection_pool.connection_kwargs["port"]
-                if _waits_in_event_loop(pid) and not _unread_replies(pid, port):
-                    worker.kill()
-                    killed = True
-            finally:
-                self.redis.execute_command("CLIENT", "UNPAUSE")
-        finally:
-            if not killed:
-                os.killpg(pid, signal.SIGCONT)
-        return killed
-
-
-#: the epoll waits of the kernel's syscall table, by machine
-EPOLL_WAITS = {"x86_64": {"232", "281", "441"}, "aarch64": {"22", "441"}}
-
-
-def _waits_in_event_loop(pid: int) -> bool:
-    """The (stopped) process's main thread, where Celery's consumer runs, is in epoll."""
-    try:
-        call = Path(f"/proc/{pid}/syscall").read_text().split()[0]
-    except (OSError, IndexError):
-        return False
-    return call in EPOLL_WAITS.get(platform.machine(), set())
-
-
-def _unread_replies(pid: int, broker_port: int) -> bool:
-    """Bytes from the broker waiting in a receive queue of one of the process's sockets."""
-    mine = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")
-            if c.raddr and c.raddr.port == broker_port}
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote, queues = fields[1], fields[2], fields[4]
-        if int(local.split(":")[1], 16) in mine and int(remote.split(":")[1], 16) == broker_port \
-                and int(queues.split(":")[1], 16) > 0:
-            return True
-    return False
 
 
 def _outcomes(tw: Any, ids: set[str]) -> tuple[dict[str, list[Any]], list[Any]]:
@@ -211,7 +143,7 @@ def test_soak_every_task_ends_once_and_side_effects_happen_once(
     tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     began = time.monotonic()
-    chaos = Chaos(start_worker, redis_client)
+    chaos = Chaos(start_worker)
     for pool, concurrency in WORKER_SPECS:
         chaos.launch(pool, concurrency)
 
@@ -250,8 +182,8 @@ def test_soak_every_task_ends_once_and_side_effects_happen_once(
             chaos.kill_child()
             next_child_kill = time.monotonic() + chaos.rng.uniform(*CHILD_KILL_EVERY)
         if time.monotonic() >= next_worker_kill:
-            next_worker_kill = time.monotonic() + (
-                chaos.rng.uniform(*WORKER_KILL_EVERY) if chaos.kill_a_worker() else 0.3)
+            chaos.kill_a_worker()
+            next_worker_kill = time.monotonic() + chaos.rng.uniform(*WORKER_KILL_EVERY)
         time.sleep(0.3)
     chaos_ended = time.monotonic()
     # late duplicates (a message restored after its task had finished) run now, if any
