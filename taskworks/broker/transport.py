@@ -14,7 +14,7 @@ SIGKILLed between the two loses the message for good. This channel takes message
 one Lua script that pops and records atomically (consume.lua); the visibility timeout
 restores whatever a dead worker held. A script cannot block, so a consumer with nothing
 to do blocks on wake-up lists instead: every publish through this transport pushes a
-token onto ``taskworks:wake:<queue>`` (capped), and a consumer that finds every queue
+token onto ``taskworks:wake:<queue>`` (trimmed now and then), and a consumer that finds every queue
 empty waits with BRPOP on its queues' wake lists, at most ``brpop_timeout`` (1 s) at a
 time, then looks again. Messages pushed by other clients (plain Celery) carry no token:
 they are found within that second.
@@ -47,10 +47,12 @@ log = get_logger("taskworks.broker")
 #: pop-and-record-as-unacked, atomically (read once: sent with every take)
 CONSUME_SCRIPT = (resources.files("taskworks.broker") / "consume.lua").read_text()
 #: wake tokens kept per queue: enough to wake every idle consumer; more would only grow
-#: where no consumer of this transport reads them (a plain Celery worker)
+#: where no consumer of this transport reads them (a plain Celery worker). A channel
+#: trims the list every this many publishes, so it holds at most this many plus this
+#: many per publishing channel
 WAKE_TOKENS = 64
-#: Redis commands one publish adds to a pipeline: the message, its token, the cap
-COMMANDS_PER_PUBLISH = 3
+#: Redis commands one publish adds to a pipeline: the message and its token
+COMMANDS_PER_PUBLISH = 2
 
 #: the URL schemes kombu serves with its Redis transport (the ones this class replaces)
 SCHEMES = ("redis", "rediss")
@@ -69,6 +71,8 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     QoS = QoS
     _shared_client: Any = None
+    #: publishes by this channel, for trimming the wake lists every WAKE_TOKENS of them
+    _published = 0
     #: the command in flight on the blocking connection: "EVAL" (take) or "BRPOP" (wait)
     _pending: str | None = None
     #: the next command waits for a token (every queue was empty at the last look)
@@ -161,8 +165,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         batch = kwargs.get("_publish_batch")
         if batch is not None:  # kombu adds the message's commands, then we add the token's
             super()._put(queue, message, **kwargs)
-            batch.add("lpush", keys.wake(queue), 1)
-            batch.add("ltrim", keys.wake(queue), 0, WAKE_TOKENS - 1)
+            for name, *args in self._wake(queue):
+                batch.add(name, *args)
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         with self.conn_or_acquire() as client:
@@ -171,13 +175,17 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._expires and queue in self._expires:
                 for pri in self.priority_steps:
                     pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
-            self._wake(pipe, queue)
+            for name, *args in self._wake(queue):
+                getattr(pipe, name)(*args)
             pipe.execute()
 
-    @staticmethod
-    def _wake(pipe: Any, queue: str) -> None:
-        pipe.lpush(keys.wake(queue), 1)
-        pipe.ltrim(keys.wake(queue), 0, WAKE_TOKENS - 1)
+    def _wake(self, queue: str) -> list[tuple[Any, ...]]:
+        """The commands that add a message's wake token (and now and then trim the list)."""
+        self._published += 1
+        commands: list[tuple[Any, ...]] = [("lpush", keys.wake(queue), 1)]
+        if self._published % WAKE_TOKENS == 0:
+            commands.append(("ltrim", keys.wake(queue), 0, WAKE_TOKENS - 1))
+        return commands
 
     def _do_restore_message(self, payload: Any, exchange: str, routing_key: str,
                             pipe: Any, leftmost: bool = False) -> None:
@@ -192,7 +200,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 pri = self._get_message_priority(payload, reverse=False)
                 (pipe.lpush if leftmost else pipe.rpush)(
                     self._q_for_pri(queue, pri), dumps(payload))
-                self._wake(pipe, queue)
+                for name, *args in self._wake(queue):
+                    getattr(pipe, name)(*args)
         except self.connection_errors:
             raise  # aborts the transaction, which would drop the message unrestored
         except Exception:

@@ -170,12 +170,14 @@ def test_wake_tokens_are_capped_and_spent_with_their_messages(
     broker_url: str, redis_client: redis.Redis
 ) -> None:
     queue = _queue("tw-cap")
+    published = 3 * WAKE_TOKENS + 5
     with Connection(broker_url, transport=Transport) as conn:
-        _publish(conn, queue, [{"n": i} for i in range(WAKE_TOKENS + 36)])
-        assert redis_client.llen("tw-cap") == WAKE_TOKENS + 36
-        assert redis_client.llen(keys.wake("tw-cap")) == WAKE_TOKENS
-        got = _drain(conn, queue, WAKE_TOKENS + 36)
-    assert [b["n"] for b in got] == list(range(WAKE_TOKENS + 36))
+        _publish(conn, queue, [{"n": i} for i in range(published)])
+        assert redis_client.llen("tw-cap") == published
+        # trimmed to WAKE_TOKENS at every WAKE_TOKENS-th publish: 64, then 5 more
+        assert redis_client.llen(keys.wake("tw-cap")) == WAKE_TOKENS + 5
+        got = _drain(conn, queue, published)
+    assert [b["n"] for b in got] == list(range(published))
     assert redis_client.llen(keys.wake("tw-cap")) == 0
 
 
