@@ -32,6 +32,19 @@ system-deps:
 		echo "installing Chromium (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
+	@# Debian's redis-server, built with TLS (the embedded valkey is not), for the live TLS
+	@# test (tests/broker/test_tls.py). Only its binary is used: the test starts its own
+	@# server on a free port, so the package's own service is stopped and disabled
+	@if ! command -v redis-server >/dev/null; then \
+		echo "installing redis-server (Debian package, for the TLS test)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+		if [ -d /run/systemd/system ]; then \
+			systemctl disable --now redis-server.service >/dev/null 2>&1 || true; \
+		elif [ -x /etc/init.d/redis-server ]; then \
+			/etc/init.d/redis-server stop >/dev/null 2>&1 || true; \
+			update-rc.d redis-server disable >/dev/null 2>&1 || true; \
+		fi; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

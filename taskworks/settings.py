@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from celery.schedules import crontab
 from pydantic import (
@@ -33,6 +34,7 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from taskworks.broker import urls as broker_urls
 from taskworks.errors import ConfigError
 from taskworks.runtime.redact import DEFAULT_SECRET_KEYS
 
@@ -46,7 +48,7 @@ DEFAULT_ROUTES = {
     "tasks.scheduled.*": "scheduled",
 }
 
-BROKER_SCHEMES = ("redis", "rediss", "valkey", "valkeys", "unix")
+BROKER_SCHEMES = broker_urls.SCHEMES
 DATABASE_DRIVERS = ("sqlite", "postgresql")
 
 
@@ -358,14 +360,9 @@ class Settings(BaseSettings):
     @field_validator("broker_url", "result_backend")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            scheme = value.split("://", 1)[0] if "://" in value else ""
-            if scheme not in BROKER_SCHEMES or not value.split("://", 1)[1]:
-                raise ValueError(
-                    f"expected a Redis/Valkey URL such as redis://host:6379/0 "
-                    f"(schemes: {', '.join(BROKER_SCHEMES)})"
-                )
-        return value
+        # kept in the one form kombu, Celery and redis-py all read alike: valkey(s):// as
+        # redis(s)://, rediss:// verifying the certificate unless told otherwise
+        return None if value is None else broker_urls.normalise(value)
 
     @field_validator("database_url")
     @classmethod
@@ -438,6 +435,8 @@ def _describe(error: dict[str, Any]) -> str:
     field = ".".join(str(p) for p in error["loc"]) or "settings"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
+    if isinstance(value, str) and "://" in value:
+        value = redact_url(value)  # a URL's password never reaches an error message
     if isinstance(value, dict) and error["type"] != "extra_forbidden":
         return f"{field}: {message}"
     return f"{field}: got {value!r}: {message}"
@@ -470,14 +469,14 @@ SECRET_WORDS = ("password", "token", "secret", "api_key", "authorization")
 
 
 def redact_url(url: str) -> str:
-    """Hide the password in a URL (user:password@ and ?password=...), for printing."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return url
-    secret = {k for k in parsed.query if any(w in k.lower() for w in SECRET_WORDS)}
-    if secret:
-        parsed = parsed.update_query_dict({k: "***" for k in secret})
-    if parsed.password or secret:
-        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
-    return url
+    """Hide the password in a URL (user:password@ and ?password=...), for printing.
+
+    Textual, so the rest stays as written and a URL no parser accepts (a port that is
+    not a number, an unencoded @ in the password) is still redacted.
+    """
+    # up to the last @ of the authority: an unencoded @ in the password is hidden too
+    shown = re.sub(r"(://[^:/?#@]*:)[^/?#]*@", r"\1***@", url, count=1)
+    for key, _ in parse_qsl(shown.partition("?")[2], keep_blank_values=True):
+        if any(w in key.lower() for w in SECRET_WORDS):
+            shown = re.sub(rf"([?&]{re.escape(key)}=)[^&#]*", r"\1***", shown)
+    return shown

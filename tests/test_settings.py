@@ -282,9 +282,30 @@ def test_accepted_urls() -> None:
         database_url="postgresql+psycopg://u@db/app",
     )
     assert settings.embedded is False
-    assert settings.effective_broker_url == "rediss://:pw@cache.example:6380/2"
-    assert settings.effective_result_backend == "valkey://h/1"
+    # the form kombu, Celery and redis-py all read alike (taskworks/broker/urls.py):
+    # rediss:// verifies the certificate, valkey:// is redis://
+    assert settings.effective_broker_url == (
+        "rediss://:pw@cache.example:6380/2?ssl_cert_reqs=required")
+    assert settings.effective_result_backend == "redis://h/1"
     assert settings.effective_database_url == "postgresql+psycopg://u@db/app"
+
+
+@pytest.mark.parametrize(("setting", "url", "expected"), [
+    ("BROKER_URL", "unix:///run/valkey.sock?password=s3cret",
+     "unix:// sockets are not supported"),
+    ("BROKER_URL", "redis://:s3cret@cache:6379/0?ssl_ca_certs=/etc/ca.pem",
+     "expected rediss:// (or valkeys://) with TLS parameters (ssl_ca_certs)"),
+    ("BROKER_URL", "rediss://:s3cret@cache:6380/0?ssl_cert_reqs=yes",
+     "expected ssl_cert_reqs to be one of required, optional, none (got 'yes'"),
+    ("RESULT_BACKEND", "valkeys://u:s3cret@cache:6380/1?ssl_cert_reqs=CERT_NONE",
+     "expected ssl_cert_reqs to be one of required, optional, none"),
+])
+def test_broker_urls_no_client_reads_alike_are_refused(setting: str, url: str,
+                                                        expected: str) -> None:
+    message = config_error(**{f"TASKWORKS_{setting}": url})
+    assert f"{setting.lower()}: got {redact_url(url)!r}: expected" in message
+    assert expected in message
+    assert "s3cret" not in message  # the value is named, its password hidden
 
 
 def test_route_to_unknown_queue() -> None:
@@ -381,6 +402,10 @@ def test_config_file_that_is_not_toml_names_the_file(
 
 @pytest.mark.parametrize(("url", "shown"), [
     ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
+    ("rediss://:s3cret@cache:6380/0?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required",
+     "rediss://:***@cache:6380/0?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required"),
+    ("redis://:s3cret@cache:notaport/0", "redis://:***@cache:notaport/0"),  # no parser takes it
+    ("redis://u:s3@cret@cache/0", "redis://u:***@cache/0"),  # an @ left unencoded
     ("postgresql://u:s3cret@db/app", "postgresql://u:***@db/app"),
     ("redis://h:1/0", "redis://h:1/0"),
 ])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import redis
 from fastapi import APIRouter, Depends, FastAPI
 
 from taskworks.api import errors
@@ -24,6 +23,7 @@ from taskworks.api.routes import (
     workers,
     workflows,
 )
+from taskworks.broker.urls import redis_client
 from taskworks.monitoring.metrics import registry_for
 
 if TYPE_CHECKING:
@@ -48,8 +48,8 @@ def create_app(tw: Taskworks, token: str | None = None, *, dashboard: bool = Tru
                     "workers, breakers, workflows, datasets and map-reduce jobs, "
                     "autoscaling.",
     )
-    client = redis.Redis.from_url(tw.settings.effective_broker_url, socket_timeout=5,
-                                  socket_connect_timeout=5)
+    client = redis_client(tw.settings.effective_broker_url, socket_timeout=5,
+                          socket_connect_timeout=5)
     app.state.context = ApiContext(tw=tw, token=token or None, client=client)
     app.state.metrics = registry_for(tw, client)
     errors.install(app)

@@ -7,10 +7,10 @@ import signal
 import threading
 from typing import Annotated, Any
 
-import redis
 import typer
 from rich.table import Table
 
+from taskworks.broker.urls import redis_client
 from taskworks.cli import loader
 from taskworks.cli.common import AppOption, out, settings, when
 from taskworks.scaling.record import DecisionRecorder, current_status, recent_decisions
@@ -23,7 +23,7 @@ autoscale_cli = typer.Typer(help="The autoscaling worker supervisor.",
 
 def recorder_for(tw: Any) -> DecisionRecorder:
     """Decisions into ``tw``'s store, the live status into its broker's Redis."""
-    client = redis.Redis.from_url(tw.settings.effective_broker_url, socket_timeout=5)
+    client = redis_client(tw.settings.effective_broker_url, socket_timeout=5)
     return DecisionRecorder(tw.store, client, tw.settings.autoscale.interval * 3 + 5)
 
 
@@ -66,7 +66,7 @@ def autoscale_status(
     """The running supervisor's workers per group, and its recent decisions."""
     settings()
     tw = loader.load(app)
-    client = redis.Redis.from_url(tw.settings.effective_broker_url, socket_timeout=5)
+    client = redis_client(tw.settings.effective_broker_url, socket_timeout=5)
     status = current_status(client)
     history = recent_decisions(tw.store, decisions) if decisions else []
     if as_json:

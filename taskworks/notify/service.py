@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.notify.channels import (
@@ -48,18 +49,9 @@ def channels(settings: NotifySettings) -> list[Channel]:
     return found
 
 
-def _redis_url(url: str) -> str:
-    # settings accept valkey:// for kombu; redis-py knows only redis:// and rediss://
-    for alias, scheme in (("valkeys://", "rediss://"), ("valkey://", "redis://")):
-        if url.startswith(alias):
-            return scheme + url.removeprefix(alias)
-    return url
-
-
 def _admit(settings: Settings, notice: FailureNotice) -> int | None:
-    client = redis.Redis.from_url(_redis_url(settings.effective_broker_url),
-                                  socket_timeout=REDIS_TIMEOUT,
-                                  socket_connect_timeout=REDIS_TIMEOUT)
+    client = redis_client(settings.effective_broker_url, socket_timeout=REDIS_TIMEOUT,
+                          socket_connect_timeout=REDIS_TIMEOUT)
     try:
         return Deduper(client, settings.notify.window_seconds).admit(
             notice.task_name, notice.exc_type)

@@ -34,6 +34,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis
 
 from taskworks import keys
+from taskworks.broker.urls import redis_client
 from taskworks.errors import BreakerOpen, InvalidInput
 from taskworks.logs import get_logger
 
@@ -181,7 +182,7 @@ def connect(target: str | redis.Redis) -> redis.Redis:
     if isinstance(target, redis.Redis):
         return target
     if isinstance(target, str):
-        return redis.Redis.from_url(target)
+        return redis_client(target)
     raise InvalidInput("redis", target, "a redis:// URL or a redis.Redis client")
 
 

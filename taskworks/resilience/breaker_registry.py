@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput
 from taskworks.resilience.breaker import (
     BreakerStatus,
@@ -40,7 +41,7 @@ class Breakers:
     @property
     def client(self) -> redis.Redis:
         if self._client is None:  # lazily: a worker forks after the app is built
-            self._client = redis.Redis.from_url(self.redis_url)
+            self._client = redis_client(self.redis_url)
         return self._client
 
     def _inherited(self, name: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from taskworks import keys
+from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput, TaskworksError
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext
@@ -121,7 +122,7 @@ class RetryMiddleware(Middleware):
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.broker_url)
+            self._client = redis_client(self.broker_url)
         return self._client
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:

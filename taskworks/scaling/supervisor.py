@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 import redis
 
+from taskworks.broker.urls import redis_client
 from taskworks.logs import get_logger
 from taskworks.monitoring.queues import queue_depths
 from taskworks.scaling.policy import (
@@ -94,8 +95,7 @@ class Supervisor:
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
-            self._client = redis.Redis.from_url(self.settings.effective_broker_url,
-                                                socket_timeout=5)
+            self._client = redis_client(self.settings.effective_broker_url, socket_timeout=5)
         return self._client
 
     def observe(self) -> Observations:

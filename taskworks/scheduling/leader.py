@@ -16,6 +16,7 @@ import redis
 from celery.beat import Scheduler
 
 from taskworks import keys
+from taskworks.broker.urls import redis_client
 from taskworks.logs import get_logger
 
 log = get_logger("taskworks.beat")
@@ -62,7 +63,7 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        client = redis.Redis.from_url(self.app.conf.broker_url)
+        client = redis_client(self.app.conf.broker_url)
         self.lease = LeaderLease(client, keys.beat_leader(self.app.main or "default"),
                                  self.lease_seconds)
         # a tick must come soon enough to renew the lease before it expires

@@ -17,6 +17,7 @@ from redis.retry import Retry
 from sqlalchemy import CursorResult, delete, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.notify import task as notify_task
@@ -36,8 +37,8 @@ WHERE = "taskworks.diagnostics.where"
 
 
 def probe_broker(url: str) -> dict[str, Any]:
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                  retry=Retry(NoBackoff(), 0))
+    client = redis_client(url, socket_timeout=2, socket_connect_timeout=2,
+                          retry=Retry(NoBackoff(), 0))
     started = time.perf_counter()
     try:
         client.ping()

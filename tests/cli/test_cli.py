@@ -60,6 +60,21 @@ def test_malformed_broker_url(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize(("url", "expected"), [
+    ("unix:///run/valkey.sock", "unix:// sockets are not supported"),
+    ("rediss://:s3cret@cache:6380/0?ssl_cert_reqs=CERT_REQUIRED",
+     "expected ssl_cert_reqs to be one of required, optional, none"),
+])
+def test_broker_url_no_client_reads_alike(tmp_path: Path, url: str, expected: str) -> None:
+    done = run(tmp_path, "doctor", TASKWORKS_BROKER_URL=url)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "broker_url: got '" in done.stderr
+    assert expected in " ".join(done.stderr.split())  # rich may wrap the line
+    assert "s3cret" not in done.stderr
+    assert done.stdout == ""
+
+
 def test_unknown_queue_in_routes(tmp_path: Path) -> None:
     done = run(tmp_path, "submit", "tests.record", "--app", APP,
                TASKWORKS_ROUTES=json.dumps({"reports.*": "nosuch"}))
