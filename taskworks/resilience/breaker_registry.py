@@ -12,8 +12,6 @@ import builtins
 import threading
 from typing import Any
 
-import redis
-
 from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput
 from taskworks.resilience.breaker import (
@@ -36,13 +34,10 @@ class Breakers:
         self._families: dict[str, dict[str, Any]] = {}
         self._built: dict[str, CircuitBreaker] = {}
         self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:  # lazily: a worker forks after the app is built
-            self._client = redis_client(self.redis_url)
-        return self._client
+        # made now, not on first use: a threads pool's first tasks would race to make
+        # one each (a dropped client closes its pool under whoever holds it); a forked
+        # pool child gets fresh connections (redis-py's pools check the pid)
+        self.client = redis_client(redis_url)
 
     def _inherited(self, name: str) -> dict[str, Any]:
         """The settings' defaults, overridden by the longest matching family's."""

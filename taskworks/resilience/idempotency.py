@@ -33,6 +33,7 @@ import redis
 from celery import signals
 
 from taskworks import keys
+from taskworks.broker.urls import redis_client
 from taskworks.errors import DuplicateRunning, InvalidInput
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext, defer
@@ -157,22 +158,14 @@ class IdempotencyMiddleware(Middleware):
         self.broker_url = broker_url
         self.ttl_seconds = ttl_seconds
         self.wait_interval = wait_interval
-        self._client: redis.Redis | None = None
-        self._acquire: Any = None
-        self._complete: Any = None
+        # made now, not on first use: a threads pool's first tasks raced to make one
+        # each, and one called a script not yet set (seen in the soak); a forked pool
+        # child gets fresh connections (redis-py's pools check the pid)
+        self.client = redis_client(broker_url)
+        self._acquire = _script(self.client, "idempotency_acquire.lua")
+        self._complete = _script(self.client, "idempotency_complete.lua")
         self.renewer = LeaseRenewer(lambda: self.client, int(lease_seconds * 1000), max_hold)
         signals.task_postrun.connect(self._after_run)  # weak: goes with this middleware
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            # the scripts are set before the client: a pool thread that sees the client
-            # must also see them (the threads pool races here on its first tasks)
-            client = redis.Redis.from_url(self.broker_url)
-            self._acquire = _script(client, "idempotency_acquire.lua")
-            self._complete = _script(client, "idempotency_complete.lua")
-            self._client = client
-        return self._client
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
         idempotent = options.get("idempotent")

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import redis
-
 from taskworks import keys
+from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput, RateLimited
 from taskworks.runtime.middleware import Middleware, TaskContext, defer
 
@@ -93,18 +92,12 @@ class RateLimitMiddleware(Middleware):
         #: a caller reserves a slot at most this far ahead; beyond it, it asks again then
         self.horizon = horizon
         self.limits = RateLimits()
-        self._client: redis.Redis | None = None
-        self._script: Any = None
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            # the script before the client: a pool thread that sees one sees both
-            client = redis.Redis.from_url(self.broker_url)
-            self._script = client.register_script(
-                (resources.files("taskworks.resilience") / "ratelimit.lua").read_text())
-            self._client = client
-        return self._client
+        # made now, not on first use: a threads pool's first tasks would race to make
+        # one each (the soak caught one calling a script not yet set); a forked pool
+        # child gets fresh connections (redis-py's pools check the pid)
+        self.client = redis_client(broker_url)
+        self._script = self.client.register_script(
+            (resources.files("taskworks.resilience") / "ratelimit.lua").read_text())
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
         rate = options.get("rate_limit")

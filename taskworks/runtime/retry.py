@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import redis
-
 from taskworks import keys
 from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput, TaskworksError
@@ -116,14 +114,12 @@ class RetryMiddleware(Middleware):
         self.policies = policies
         self.broker_url = broker_url
         self.default_budget = default_budget
-        self._client: redis.Redis | None = None
-        self._budget_script: Any = None
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis_client(self.broker_url)
-        return self._client
+        # made now, not on first use: a threads pool's first tasks would race to make
+        # one each, and a dropped client closes its pool under whoever holds it. A
+        # forked pool child gets fresh connections (redis-py's pools check the pid)
+        self.client = redis_client(broker_url)
+        self._budget_script = self.client.register_script(
+            (resources.files("taskworks.runtime") / "budget.lua").read_text())
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
         policy = options.get("retry_policy")
@@ -173,9 +169,6 @@ class RetryMiddleware(Middleware):
         budget = ctx.options.get("retry_budget", self.default_budget)
         if budget is None:
             return True
-        if self._budget_script is None:
-            self._budget_script = self.client.register_script(
-                (resources.files("taskworks.runtime") / "budget.lua").read_text())
         admitted = bool(self._budget_script(
             keys=[keys.retry_budget(ctx.name)],
             args=[f"{ctx.task_id}:{ctx.attempt}", budget, BUDGET_WINDOW_MS],

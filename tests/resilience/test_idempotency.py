@@ -183,8 +183,9 @@ def test_submit_dedupe_key_returns_the_queued_task_instead_of_sending_twice(
 
 def test_threads_that_race_to_the_first_client_all_see_the_scripts(
         tw: Any) -> None:
-    """The threads pool's first tasks reach the lazy client together: a thread that sees
-    the client must see the Lua scripts too (the soak caught ``None(...)`` here)."""
+    """The threads pool's first tasks reach the client together: each must find it with
+    its Lua scripts (the soak caught ``None(...)`` when both were made on first use), and
+    all the same client (a second one, dropped, closes its pool under its user)."""
     from taskworks.resilience.idempotency import IdempotencyMiddleware
 
     seen: list[bool] = []
@@ -200,8 +201,9 @@ def test_threads_that_race_to_the_first_client_all_see_the_scripts(
             def first_use(mw: IdempotencyMiddleware = middleware,
                           barrier: threading.Barrier = start) -> None:
                 barrier.wait()
-                mw.client  # noqa: B018 - the lazy property is what races
-                seen.append(mw._acquire is not None and mw._complete is not None)
+                client = mw.client
+                seen.append(mw._acquire is not None and mw._complete is not None
+                            and client is mw.client)  # one client: none dropped
 
             threads = [threading.Thread(target=first_use) for _ in range(8)]
             for thread in threads:
