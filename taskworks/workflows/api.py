@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskworks.errors import InvalidInput, TaskworksError
 from taskworks.workflows.conditions import Predicates
-from taskworks.workflows.engine import WorkflowEngine
+from taskworks.workflows.engine import CACHE_BOUND, WorkflowEngine
 from taskworks.workflows.model import RunState, Workflow, load_file
 from taskworks.workflows.validate import validate
 
@@ -124,6 +124,8 @@ class Workflows:
             wf = load_file(wf)
         self.validate(wf)
         self.engine.runs.save_definition(wf)
+        if len(self.engine.registered) > CACHE_BOUND:
+            self.engine.registered.clear()  # a cache: a miss reads the stored definition
         self.engine.registered[(wf.name, wf.version)] = wf
         return wf
 

@@ -30,7 +30,9 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
+from taskworks.runtime.middleware import defer
 from taskworks.runtime.retry import RetryPolicy
+from taskworks.workflows.admission import StepGuards
 from taskworks.workflows.conditions import Predicates, evaluate
 from taskworks.workflows.model import SkipReason, StepState, Workflow
 from taskworks.workflows.state import Dispatch, Outcome, RunStore, now
@@ -48,6 +50,9 @@ DISPATCH_GRACE = 30.0
 PUBLISH_BATCH = 200
 #: a RUNNING step this long past its hard time limit was killed without a word
 TIME_LIMIT_GRACE = 30.0
+#: entries kept by each of the process's caches of runs and definitions (a map-reduce
+#: job registers a definition of its own, so they would grow without one)
+CACHE_BOUND = 10_000
 
 
 def describe(exc: BaseException) -> str:
@@ -123,11 +128,14 @@ class WorkflowEngine:
 
     def _run_definition(self, run_id: str) -> Workflow:
         if run_id not in self._run_workflows:
-            if len(self._run_workflows) > 10_000:
-                self._run_workflows.clear()  # a bound, not an LRU: a miss costs one SELECT
             name, version, _ = self.runs.run_info(run_id)
-            self._run_workflows[run_id] = (name, version)
+            self._remember(run_id, name, version)
         return self.definition(*self._run_workflows[run_id])
+
+    def _remember(self, run_id: str, workflow: str, version: int) -> None:
+        if len(self._run_workflows) > CACHE_BOUND:
+            self._run_workflows.clear()  # a bound, not an LRU: a miss costs one SELECT
+        self._run_workflows[run_id] = (workflow, version)
 
     def act(self, outcome: Outcome, *, terminate: bool = False) -> Outcome:
         """Publish what a transaction claimed and revoke what it stopped."""
@@ -151,7 +159,7 @@ class WorkflowEngine:
             log.warning("workflow step message for an unknown run or step", run=run_id,
                         step=name)
             return ignored  # a stray message (its run deleted): nothing to run
-        self._run_workflows[run_id] = (workflow, version)
+        self._remember(run_id, workflow, version)
         redelivered = bool((request.delivery_info or {}).get("redelivered"))
         # a retry of this wrapper after an infrastructure error (the store went away
         # between the body and its record) finds its step still RUNNING under its own
@@ -185,16 +193,28 @@ class WorkflowEngine:
                  or deps[dep][0] == StepState.SUCCEEDED.value]
         document = {"input": run_input, "params": dict(step.params),
                     "results": {dep: deps[dep][2] for dep in shown}}
+        guards: StepGuards | None = None
         try:
             if step.when is not None and not evaluate(step.when, document, self.predicates):
                 return finish(StepState.SKIPPED, skip_reason=SkipReason.CONDITION)
             if task is None:
                 raise LookupError(f"task {step.task!r} is not registered in this worker")
-            result = task.run(input=run_input, results=document["results"], **step.params)
+            kwargs = {"input": run_input, "results": document["results"], **step.params}
+            guards = StepGuards(task, wrapper, step.task, kwargs, started.tries)
+            try:
+                guards.admit()
+            except Retry as deferral:  # its breaker is open or its rate limit spent
+                guards = None
+                return self._defer(wrapper, run_id, name, token, deferral)
+            result = task.run(**kwargs)
             json.dumps(result)  # the result goes to a JSON column and to dependents
         except (Retry, Ignore, Reject):
+            if guards is not None:
+                guards.withdrawn()  # the body steered Celery itself: no outcome to report
             raise
         except Exception as exc:
+            if guards is not None:
+                guards.failed(exc)
             if policy.retryable(exc) and started.tries <= policy.max_retries:
                 if not self.runs.requeue(run_id, name, token, describe(exc)):
                     return ignored
@@ -204,7 +224,21 @@ class WorkflowEngine:
                                     max_retries=None) from exc
             log.warning("workflow step failed", run=run_id, step=name, error=describe(exc))
             return finish(StepState.FAILED, error=describe(exc))
+        guards.succeeded(result)
         return finish(StepState.SUCCEEDED, result=result)
+
+    def _defer(self, wrapper: Any, run_id: str, name: str, token: str,
+               deferral: Retry) -> dict[str, Any]:
+        """Back to QUEUED without spending a try, then the message re-sent after the
+        countdown (in that order: the re-sent message must find its step QUEUED)."""
+        reason = deferral.exc if isinstance(deferral.exc, BaseException) else None
+        if not self.runs.defer(run_id, name, token,
+                               f"deferred: {describe(reason)}" if reason else "deferred"):
+            return {"run": run_id, "step": name, "state": "ignored"}
+        countdown = float(deferral.when or 0) if not isinstance(deferral.when, str) else 0.0
+        log.info("workflow step deferred", run=run_id, step=name,
+                 reason=describe(reason) if reason else None, countdown=round(countdown, 3))
+        raise defer(wrapper, countdown, reason)
 
     def _task_policy(self, name: str, task: Any) -> RetryPolicy:
         options = getattr(task, "taskworks_options", {}) or {}

@@ -38,6 +38,11 @@ START = update(S).where(THIS_STEP, S.c.state.in_(p("allowed", expanding=True))).
 REQUEUE = update(S).where(THIS_STEP, S.c.state == StepState.RUNNING.value).values(
     state=StepState.QUEUED.value, error=p("error"))
 
+#: a deferral (the step task's breaker is open, its rate limit is spent): back to QUEUED
+#: and the execution it did not have is given back
+DEFER = update(S).where(THIS_STEP, S.c.state == StepState.RUNNING.value).values(
+    state=StepState.QUEUED.value, tries=S.c.tries - 1, error=p("error"))
+
 FINISH = update(S).where(THIS_STEP, S.c.state == StepState.RUNNING.value).values(
     state=p("state"), finished_at=NOW, result=p("result", type_=JSON), error=p("error"),
     skip_reason=p("skip_reason"))

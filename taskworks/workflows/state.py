@@ -48,6 +48,8 @@ Steps = WorkflowStepRun
 Runs = WorkflowRun
 #: names per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 CHUNK = 2000
+#: parsed definitions kept per process (each map-reduce job stores one of its own)
+DEFINITIONS_BOUND = 1000
 
 
 def now() -> datetime:
@@ -159,6 +161,8 @@ class RunStore:
             body = self._stored(name, version)
             if body is None:
                 raise InvalidInput("workflow", f"{name} v{version}", "a registered workflow")
+            if len(self._definitions) > DEFINITIONS_BOUND:
+                self._definitions.clear()  # a bound, not an LRU: a miss costs one SELECT
             self._definitions[key] = workflow_from_dict(body)
         return self._definitions[key]
 
@@ -229,6 +233,12 @@ class RunStore:
         with self._tx() as conn:
             return _run(conn, sql.REQUEUE, {"p_run": run_id, "p_name": name, "p_token": token,
                                             "p_error": error}).rowcount == 1
+
+    def defer(self, run_id: str, name: str, token: str, reason: str) -> bool:
+        """RUNNING -> QUEUED without spending a try, while its deferred message waits."""
+        with self._tx() as conn:
+            return _run(conn, sql.DEFER, {"p_run": run_id, "p_name": name, "p_token": token,
+                                          "p_error": reason}).rowcount == 1
 
     def run_info(self, run_id: str) -> tuple[str, int, Any]:
         """(workflow, version, input) of a run: immutable, so cached in the process."""

@@ -72,6 +72,28 @@ def register(tw: Taskworks) -> None:
         r.rpush(key, label)
         return label
 
+    # a step task guarded by its own breaker and one limited by its own rate limit: the
+    # workflow wrapper applies both (taskworks/workflows/admission.py)
+    tw.breakers.register("wf.downstream", failure_threshold=2, reset_timeout=10.0,
+                         count=(ConnectionError,))
+
+    @tw.task(name="wf.guarded", breaker="wf.downstream", retry_policy=NO_RETRY)
+    def guarded(input: Any = None, results: dict[str, Any] | None = None,
+                label: str = "", key: str = "wf:order") -> str:
+        """Fails (ConnectionError) while the Redis key ``<key>:down`` exists."""
+        r = client()
+        r.rpush(f"{key}:attempts", label)
+        if r.exists(f"{key}:down"):
+            raise ConnectionError(f"{label}: downstream is down")
+        r.rpush(key, label)
+        return label
+
+    @tw.task(name="wf.limited", rate_limit="2/m", retry_policy=NO_RETRY)
+    def limited(input: Any = None, results: dict[str, Any] | None = None,
+                label: str = "", key: str = "wf:order") -> str:
+        client().rpush(key, label)
+        return label
+
     @tw.task(name="wf.noop", retry_policy=NO_RETRY)
     def noop(input: Any = None, results: dict[str, Any] | None = None,
              **params: Any) -> int:
