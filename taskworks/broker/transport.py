@@ -28,6 +28,7 @@ a backlog drains.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -38,14 +39,20 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import NoScriptError
 
 from taskworks import keys
 from taskworks.logs import get_logger
 
 log = get_logger("taskworks.broker")
 
-#: pop-and-record-as-unacked, atomically (read once: sent with every take)
-CONSUME_SCRIPT = (resources.files("taskworks.broker") / "consume.lua").read_text()
+#: pop-and-record-as-unacked, atomically; comment lines dropped (sent by EVAL at times)
+CONSUME_SCRIPT = "\n".join(
+    line for line in (resources.files("taskworks.broker") / "consume.lua").read_text()
+    .splitlines() if not line.lstrip().startswith("--"))
+#: what a take sends: the script's digest (EVALSHA), or the script itself (EVAL) when the
+#: server does not know it yet (a new server, or one restarted or flushed)
+CONSUME_SHA = hashlib.sha1(CONSUME_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's id
 #: wake tokens kept per queue: enough to wake every idle consumer; more would only grow
 #: where no consumer of this transport reads them (a plain Celery worker). A channel
 #: trims the list every this many publishes, so it holds at most this many plus this
@@ -75,6 +82,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     _published = 0
     #: the command in flight on the blocking connection: "EVAL" (take) or "BRPOP" (wait)
     _pending: str | None = None
+    #: the server has the consume script (an EVAL of it succeeded on this channel)
+    _script_known = False
     #: the next command waits for a token (every queue was empty at the last look)
     _waiting = False
     #: the last wait ended with a token: the next take must not spend another
@@ -113,7 +122,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         else:
             queue_keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps
                           for queue in queues]
-            command = ["EVAL", CONSUME_SCRIPT, 3 + len(queues) + len(queue_keys),
+            script = ["EVALSHA", CONSUME_SHA] if self._script_known \
+                else ["EVAL", CONSUME_SCRIPT]
+            command = [*script, 3 + len(queues) + len(queue_keys),
                        self.unacked_key, self.unacked_index_key, keys.UNDELIVERABLE,
                        *(keys.wake(queue) for queue in queues), *queue_keys,
                        len(queues), repr(time()), int(self._token_taken)]
@@ -130,6 +141,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         try:
             try:
                 reply = self.client.parse_response(self.client.connection, pending, **options)
+            except NoScriptError:  # the server restarted or flushed its scripts: nothing
+                self._script_known = False  # was taken; the next take sends the script
+                raise virtual.Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()  # the next poll reconnects
                 raise
@@ -143,6 +157,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._brpop_start()  # at once, not a turn of the event loop later
             raise virtual.Empty()
         self._token_taken = False
+        self._script_known = True
         queue_key, item, set_aside = reply
         if set_aside:
             log.error("messages that are not kombu JSON were set aside, not delivered",

@@ -12,7 +12,13 @@ import redis
 from kombu import Connection, Exchange, Queue
 
 from taskworks import Taskworks, keys, load_settings
-from taskworks.broker.transport import TRANSPORT, WAKE_TOKENS, Transport, transport_for
+from taskworks.broker.transport import (
+    CONSUME_SHA,
+    TRANSPORT,
+    WAKE_TOKENS,
+    Transport,
+    transport_for,
+)
 from tests.support.wait import wait_for
 
 
@@ -207,3 +213,18 @@ def test_priorities_and_purge_keep_their_meaning(
         _publish(conn, queue, [{"n": 4}])
         assert conn.default_channel.queue_purge("tw-pri") == 1
     assert redis_client.llen(keys.wake("tw-pri")) == 0
+
+
+def test_takes_go_on_after_the_server_forgets_the_script(
+    broker_url: str, redis_client: redis.Redis
+) -> None:
+    """Takes send the script's digest once the server knows it; a restarted or flushed
+    server answers NOSCRIPT, and the next take sends the script again."""
+    queue = _queue("tw-noscript")
+    with Connection(broker_url, transport=Transport) as conn:
+        _publish(conn, queue, [{"n": i} for i in range(4)])
+        assert [b["n"] for b in _drain(conn, queue, 2)] == [0, 1]
+        assert conn.default_channel._script_known
+        redis_client.script_flush()
+        assert [b["n"] for b in _drain(conn, queue, 2)] == [2, 3]
+        assert redis_client.script_exists(CONSUME_SHA) == [True]
