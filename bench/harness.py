@@ -18,22 +18,22 @@ def _exit_on_term(signum: int, _frame: object) -> None:
 
 def run(sizes: Sizes, size_name: str, out: Path, only: list[str] | None = None) -> Path:
     signal.signal(signal.SIGTERM, _exit_on_term)
-    env = BenchEnv()
-    # the side modules (Dramatiq's broker) and worker processes read the URL from here
-    os.environ["BENCH_BROKER_URL"] = env.url
-    from bench import machine, report
-    from bench.scenarios import load_all
+    # the with block deletes the run's directory (AOF, SQLite store) on every way out:
+    # a failed scenario, an unknown name, SIGTERM, Ctrl-C
+    with BenchEnv() as env:
+        # the side modules (Dramatiq's broker) and worker processes read the URL from here
+        os.environ["BENCH_BROKER_URL"] = env.url
+        from bench import machine, report
+        from bench.scenarios import load_all
 
-    load_all()
-    unknown = sorted(set(only or ()) - set(SCENARIOS))
-    if unknown:
-        env.close()
-        raise SystemExit(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
-    chosen = [s for name, s in SCENARIOS.items() if not only or name in only]
-    began = time.monotonic()
-    figures: list[Figure] = []
-    failed: dict[str, str] = {}
-    try:
+        load_all()
+        unknown = sorted(set(only or ()) - set(SCENARIOS))
+        if unknown:
+            raise SystemExit(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
+        chosen = [s for name, s in SCENARIOS.items() if not only or name in only]
+        began = time.monotonic()
+        figures: list[Figure] = []
+        failed: dict[str, str] = {}
         valkey = str(env.redis.info("server").get("valkey_version")
                      or env.redis.info("server").get("redis_version"))
         described = machine.describe(valkey)
@@ -52,8 +52,6 @@ def run(sizes: Sizes, size_name: str, out: Path, only: list[str] | None = None) 
                 summary = ", ".join(f"{k}={figure.median(k):.3g}" for k in figure.samples)
                 print(f"[bench]   {figure.side}: {summary}", flush=True)
             print(f"[bench] {scenario.name} done in {time.monotonic() - t0:.0f} s", flush=True)
-    finally:
-        env.close()
     out.mkdir(parents=True, exist_ok=True)
     elapsed = time.monotonic() - began
     md = out / "latest.md"

@@ -389,11 +389,8 @@ def main() -> None:
         return
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else ROWS["small"]
     runs = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    env = BenchEnv()
-    try:
+    with BenchEnv() as env:
         found = measure(env, rows, runs)
-    finally:
-        env.close()
     for key, samples in found.items():
         print(f"{key:45s} " + "  ".join(
             f"{metric}=" + ",".join(f"{v:.3g}" for v in values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from taskworks.api import errors
 from taskworks.api.auth import loopback_only, require_token
@@ -35,6 +36,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     autoscale.router, breakers.router, workflows.router, datasets.router, jobs.router,
     metrics.router,
 )
+#: where Swagger UI's own files are served (script, style sheet, icon)
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(tw: Taskworks, token: str | None = None, *, dashboard: bool = True) -> FastAPI:
@@ -42,11 +45,15 @@ def create_app(tw: Taskworks, token: str | None = None, *, dashboard: bool = Tru
     nothing is authenticated, so the server must bind loopback only (server.py)."""
     if token is None and tw.settings.api.token is not None:
         token = tw.settings.api.token.get_secret_value()
-    app = FastAPI(
+    # /docs (Swagger UI) loads its files from this server (fastapi-offline ships them), not
+    # from a CDN: it works without internet and runs no third-party script. No /redoc: its
+    # script fetches a logo from cdn.redoc.ly on every view, and /docs shows the same schema
+    app = FastAPIOffline(
         title="taskworks", version="0.1.0",
         description="Control plane of taskworks: tasks, journal, dead letters, queues, "
                     "workers, breakers, workflows, datasets and map-reduce jobs, "
                     "autoscaling.",
+        static_url=DOCS_ASSETS, redoc_url=None,
     )
     client = redis_client(tw.settings.effective_broker_url, socket_timeout=5,
                           socket_connect_timeout=5)

@@ -24,12 +24,17 @@ from tests.support.workers import ROOT
 def test_every_scenario_runs_once_at_tiny_size(tmp_path: Path) -> None:
     # a child process: the harness starts its own Valkey and its own worker processes
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKWORKS_", "BENCH_"))}
+    scratch = tmp_path / "tmp"  # its TMPDIR: what the run leaves there is seen below
+    scratch.mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--size", "tiny", "--runs", "1", "--out", str(tmp_path)],
-        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        timeout=560,
+        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)},
+        capture_output=True, text=True, timeout=560,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the run's data dir (AOF, SQLite stores) and the workers' logs are deleted
+    assert sorted(p.name for p in scratch.iterdir()
+                  if p.name.startswith(("tw-bench-", "bench-"))) == []
 
     load_all()
     report = (tmp_path / "latest.md").read_text()

@@ -11,7 +11,7 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +77,15 @@ def cluster() -> Iterator[Cluster]:
     reason = netns.unavailable()
     if reason:
         pytest.skip(f"multi-host tests skipped: {reason}")  # listed by -ra
-    work = Path(tempfile.mkdtemp(prefix="tw-multihost-"))
-    work.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
-    tag = f"{os.getpid() % 100000}"
+    # a run that was SIGKILLed left its namespaces, links, processes and work dir: remove
+    # them (only those of dead owners, and of this pid: nothing of ours exists yet)
+    removed = netns.remove_stale(also=os.getpid())
+    if removed:
+        print(f"removed what an earlier multi-host run left: {', '.join(removed)}",
+              file=sys.stderr)
+    work = netns.work_dir()
     subnet = netns.free_subnet(os.getpid() + 97 * _xdist_index())
-    net = netns.Network(["a", "b", "c"], tag=tag, subnet=subnet)
+    net = netns.Network(["a", "b", "c"], subnet=subnet)
     try:
         valkey = netns.Valkey(net.hosts["a"], work / "valkey")
         valkey.start()

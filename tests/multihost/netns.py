@@ -2,22 +2,29 @@
 bridge, and real processes (Valkey, PostgreSQL, taskworks workers) run inside them with
 ``ip netns exec``.
 
-Every name carries a tag (the pid), every network its own /24, so reruns and parallel
-pytest-xdist processes never collide. ``Network.destroy`` kills what runs inside and
-removes namespaces and bridge; it is safe to call on a half-built network.
+Every name is ``PREFIX`` + the pid of the pytest process that made it + a suffix, and
+every network has its own /24, so reruns and parallel pytest-xdist processes never
+collide. ``Network.destroy`` kills what runs inside and removes namespaces and bridge; it
+is safe to call on a half-built network. A process that was SIGKILLed never ran it:
+``remove_stale`` removes what such a process left, recognised by the prefix and a pid that
+no longer runs, and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +33,14 @@ from tests.support.workers import ROOT
 
 #: each network is 10.251.<k>.0/24: the bridge is .1, the hosts .2, .3, ...
 NET_PREFIX = "10.251"
+#: the start of every namespace and link name made here, followed by the owner's pid and
+#: a suffix (twmh<pid>a, twmh<pid>ao, twmh<pid>br): at most 4 + 7 + 2 = 13 characters,
+#: within the kernel's 15 for a link name
+PREFIX = "twmh"
+OWNED = re.compile(rf"{PREFIX}(\d+)[a-z]+")
+#: the work directory (Valkey's AOF, PostgreSQL's cluster) of the same process
+WORK_DIR_PREFIX = "tw-multihost-"
+OWNED_DIR = re.compile(rf"{WORK_DIR_PREFIX}(\d+)-.+")
 
 
 def unavailable() -> str | None:
@@ -34,7 +49,7 @@ def unavailable() -> str | None:
         return "multi-host tests need root (ip netns, veth, bridge)"
     if shutil.which("ip") is None:
         return "multi-host tests need the 'ip' command (iproute2)"
-    probe = f"twprobe{os.getpid()}"
+    probe = f"{PREFIX}{os.getpid()}probe"
     done = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if done.returncode != 0:
         return f"'ip netns add' failed: {done.stderr.strip() or done.returncode}"
@@ -47,6 +62,88 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_owner(pattern: re.Pattern[str], name: str, also: int | None) -> bool:
+    """Whether ``name`` was made here by a process that no longer runs (or by ``also``)."""
+    owned = pattern.fullmatch(name)
+    if owned is None:
+        return False  # not ours: never touched
+    owner = int(owned.group(1))
+    return owner == also or not _alive(owner)
+
+
+def namespaces() -> list[str]:
+    # "name (id: 3)" or "name"
+    return [line.split()[0] for line in _ip("netns", "list").stdout.splitlines() if line]
+
+
+def links() -> list[str]:
+    # "7: name@if6: <BROADCAST,...> ...": the name, without the peer after '@'
+    return [line.split(": ", 2)[1].split("@", 1)[0]
+            for line in _ip("-o", "link", "show").stdout.splitlines() if line]
+
+
+@contextlib.contextmanager
+def sweep_lock() -> Iterator[None]:
+    """Held while sweeping: two pytest-xdist processes sweep one after the other, and a
+    test that builds a leftover on purpose is not swept half-built."""
+    with (Path(tempfile.gettempdir()) / f"{PREFIX}-sweep.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def remove_stale(*, also: int | None = None) -> list[str]:
+    """Remove what an earlier, killed run left behind: every namespace, link (bridge,
+    veth) and work directory whose name is ours and whose owner pid no longer runs, with
+    the processes still inside those namespaces (its Valkey, PostgreSQL, workers). ``also``
+    names one more owner to remove: the caller's own pid, before it builds anything (a
+    dead process may have had the same pid). A live owner's (the other pytest-xdist
+    process's) and any name without the prefix are left alone. Returns what was removed.
+    """
+    with sweep_lock():
+        return _remove_stale(also)
+
+
+def _remove_stale(also: int | None) -> list[str]:
+    removed: list[str] = []
+    for netns in namespaces():
+        if not _stale_owner(OWNED, netns, also):
+            continue
+        for pid in _ip("netns", "pids", netns, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        _ip("netns", "del", netns, check=False)
+        removed.append(netns)
+    # the veth ends left on the bridge side and the bridges (deleting one end of a veth
+    # pair deletes both)
+    for link in links():
+        if _stale_owner(OWNED, link, also):
+            _ip("link", "del", link, check=False)
+            removed.append(link)
+    temp = Path(tempfile.gettempdir())
+    for path in temp.glob(f"{WORK_DIR_PREFIX}*"):
+        if path.is_dir() and _stale_owner(OWNED_DIR, path.name, also):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
+
+
+def work_dir() -> Path:
+    """A fresh work directory named after this process, for ``remove_stale`` to find."""
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"))
+    work.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
+    return work
 
 
 def free_subnet(start: int) -> int:
@@ -110,9 +207,10 @@ class Network:
     """A bridge in the root namespace (the test process reaches every host through it,
     like an operator's machine on the same switch) and one namespace per host."""
 
-    def __init__(self, names: list[str], *, tag: str, subnet: int) -> None:
-        self.tag = tag
-        self.bridge = f"twbr{tag}"[:15]
+    def __init__(self, names: list[str], *, subnet: int) -> None:
+        # this process's pid in every name: remove_stale tells a dead run's leftovers by it
+        self.tag = f"{PREFIX}{os.getpid()}"
+        self.bridge = f"{self.tag}br"
         net = ipaddress.ip_network(f"{NET_PREFIX}.{subnet}.0/24")
         self.gateway = str(net[1])
         self.hosts: dict[str, Host] = {}
@@ -127,8 +225,10 @@ class Network:
             raise
 
     def _add_host(self, name: str, address: str) -> None:
-        netns = f"tw{self.tag}{name}"
-        outer, inner = f"tw{self.tag}{name}o"[:15], f"tw{self.tag}{name}i"[:15]
+        netns = f"{self.tag}{name}"
+        outer, inner = f"{self.tag}{name}o", f"{self.tag}{name}i"
+        if not re.fullmatch("[a-z]", name):  # keeps every name parseable and <= 15 long
+            raise ValueError(f"host name: got {name!r}, expected one lowercase letter")
         _ip("netns", "add", netns)
         host = self.hosts[name] = Host(name, netns, address, outer)
         _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
