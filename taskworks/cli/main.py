@@ -7,6 +7,7 @@ exits 2; a failed check (doctor) exits 1.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from taskworks.cli.dlq import dlq_cli
 from taskworks.cli.job import job_cli
 from taskworks.cli.journal import journal_cli
 from taskworks.cli.workflow import workflow_cli
-from taskworks.errors import InvalidInput, TaskworksError
+from taskworks.errors import InvalidInput, StoreError, TaskworksError
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Production background work "
                   "on Celery.")
@@ -85,6 +86,44 @@ def db_upgrade(revision: str = "head") -> None:
     store = Store(settings.effective_database_url)
     upgrade(store, revision)
     out.print(f"database at revision {current_revision(store)}")
+
+
+@db_cli.command("wait")
+def db_wait(
+    timeout: Annotated[float, typer.Option(
+        min=0, help="seconds to wait before giving up with exit 1 (0: check once)")] = 300,
+    interval: Annotated[float, typer.Option(min=0.1, help="seconds between checks")] = 2,
+) -> None:
+    """Wait until the schema is at this release's newest revision (exit 1 on timeout).
+
+    Another process runs `taskworks db upgrade`; workers and beat start after this exits 0.
+    An unreachable database is waited for too (it may be starting)."""
+    from taskworks.store.engine import Store
+    from taskworks.store.migrate import head_revision, wait_for_head
+
+    if not math.isfinite(interval):  # Typer's min= lets inf through (and refuses nan)
+        raise InvalidInput("--interval", interval, "a finite number of seconds, 0.1 or more")
+    settings = _settings()
+    store = Store(settings.effective_database_url)
+
+    def waiting(reason: str) -> None:
+        err.print(f"waiting for schema revision {head_revision()}: {reason}", markup=False,
+                  highlight=False)
+
+    try:
+        reason = wait_for_head(store, timeout, interval, on_wait=waiting)
+    except StoreError as exc:  # a revision this release does not know: waiting cannot help
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    finally:
+        store.dispose()
+    if reason is not None:
+        err.print(f"error: database_url: the schema is not at revision {head_revision()} "
+                  f"after {timeout:g} s: {reason}; run `taskworks db upgrade` (on "
+                  f"Kubernetes the API pod's init container does)", style="red",
+                  markup=False, highlight=False)
+        raise typer.Exit(1)
+    out.print(f"database at revision {head_revision()} (the newest)")
 
 
 @cli.command()

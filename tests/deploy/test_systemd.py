@@ -76,6 +76,24 @@ def test_commands_are_real_cli_subcommands_with_real_options() -> None:
         assert (SYSTEMD / template).is_file(), wanted
 
 
+def test_the_api_migrates_and_every_other_service_waits_for_the_schema() -> None:
+    # After=taskworks-api.service orders units on one host only, and not on failure:
+    # each unit that runs tasks checks the schema itself before it starts
+    default_start_timeout = 90  # systemd's DefaultTimeoutStartSec
+    for name, unit in units().items():
+        if not name.endswith(".service"):
+            continue
+        pre = shlex.split(unit["Service"]["ExecStartPre"])
+        if name == "taskworks-api.service":
+            assert pre[1:] == ["db", "upgrade"], name
+            continue
+        assert pre[1:3] == ["db", "wait"], name
+        timeout = float(pre[pre.index("--timeout") + 1])
+        start_timeout = float(unit["Service"].get("TimeoutStartSec", default_start_timeout))
+        assert 0 < timeout < start_timeout, name  # exit 1 and a restart, not a kill
+        assert unit["Service"]["Restart"] == "on-failure", name
+
+
 def test_worker_stop_timeout_outlives_the_longest_task() -> None:
     time_limit = load_settings().worker.time_limit
     for name in ("taskworks-worker@.service", "taskworks-autoscale.service"):
