@@ -29,6 +29,7 @@ a backlog drains.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -58,11 +59,50 @@ CONSUME_SHA = hashlib.sha1(CONSUME_SCRIPT.encode()).hexdigest()  # noqa: S324 - 
 #: trims the list every this many publishes, so it holds at most this many plus this
 #: many per publishing channel
 WAKE_TOKENS = 64
-#: Redis commands one publish adds to a pipeline: the message and its token
-COMMANDS_PER_PUBLISH = 2
+#: Redis commands one publish adds to a publish batch: the message (the batch adds the
+#: wake tokens of all its messages when it flushes, one LPUSH per queue)
+COMMANDS_PER_PUBLISH = 1
 
 #: the URL schemes kombu serves with its Redis transport (the ones this class replaces)
 SCHEMES = ("redis", "rediss")
+
+
+class PublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]
+    """kombu's pipelined publish batch, with its messages' wake tokens coalesced: one
+    LPUSH of up to WAKE_TOKENS tokens per queue in each flush, after the messages.
+
+    A message's token is counted once its commands are in the pipeline (kombu may flush
+    before adding them), so a flush never wakes a consumer for a message it does not
+    carry; a token held back goes out with the next flush, the batch's last included.
+    """
+
+    def __init__(self, channel: Any, max_size: int) -> None:
+        super().__init__(channel, max_size)
+        self._tokens: Counter[str] = Counter()
+        self._routed: list[str] = []
+
+    def wake(self, queue: str) -> None:
+        self._routed.append(queue)  # the message being published: counted once buffered
+
+    def publish(self, message: Any, **kwargs: Any) -> Any:
+        self._routed = []
+        result = super().publish(message, **kwargs)
+        self._tokens.update(self._routed)
+        return result
+
+    def flush(self) -> None:
+        if self._tokens and self._failed is None and not self._aborted and not self._closed:
+            for queue, count in self._tokens.items():
+                wake = keys.wake(queue)
+                self.pipeline.lpush(wake, *([1] * min(count, WAKE_TOKENS)))
+                self.pipeline.ltrim(wake, 0, WAKE_TOKENS - 1)
+            self._buffered += 2 * len(self._tokens)  # executed even with no message left
+            self._tokens.clear()
+        super().flush()
+
+    def discard(self) -> None:
+        self._tokens.clear()
+        super().discard()
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
@@ -176,12 +216,18 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         return True
 
     # -- publishing: each message with its wake token, in the same round trip ---------
+    def create_publish_batch(self, max_size: int) -> PublishBatch:
+        return PublishBatch(self, max_size)
+
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         batch = kwargs.get("_publish_batch")
-        if batch is not None:  # kombu adds the message's commands, then we add the token's
+        if batch is not None:  # kombu adds the message's commands; the batch, its token
             super()._put(queue, message, **kwargs)
-            for name, *args in self._wake(queue):
-                batch.add(name, *args)
+            if isinstance(batch, PublishBatch):
+                batch.wake(queue)
+            else:
+                for name, *args in self._wake(queue):
+                    batch.add(name, *args)
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         with self.conn_or_acquire() as client:

@@ -228,3 +228,24 @@ def test_takes_go_on_after_the_server_forgets_the_script(
         redis_client.script_flush()
         assert [b["n"] for b in _drain(conn, queue, 2)] == [2, 3]
         assert redis_client.script_exists(CONSUME_SHA) == [True]
+
+
+def test_a_publish_batch_pushes_each_flushs_tokens_once_after_its_messages(
+    broker_url: str, redis_client: redis.Redis
+) -> None:
+    queue = _queue("tw-batch")
+    with Connection(broker_url, transport=Transport) as conn, conn.Producer() as producer:
+        producer.maybe_declare(queue)
+        with producer.batch(max_size=4):  # flushes every 4 messages, and at the end
+            for i in range(10):
+                producer.publish({"n": i}, exchange=queue.exchange,
+                                 routing_key=queue.routing_key)
+        assert redis_client.llen("tw-batch") == 10
+        assert redis_client.llen(keys.wake("tw-batch")) == 10  # none lost, none extra
+        with producer.batch(max_size=1000):
+            for i in range(10, 10 + 3 * WAKE_TOKENS):
+                producer.publish({"n": i}, exchange=queue.exchange,
+                                 routing_key=queue.routing_key)
+        assert redis_client.llen(keys.wake("tw-batch")) == WAKE_TOKENS
+        got = _drain(conn, queue, 10 + 3 * WAKE_TOKENS)
+    assert [b["n"] for b in got] == list(range(10 + 3 * WAKE_TOKENS))
