@@ -55,6 +55,15 @@ def broker() -> None:
     if not settings.embedded:
         raise InvalidInput("broker_url", settings.broker_url,
                            "unset, to use the embedded broker (it is set: nothing to start)")
+    stop = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    # before the banner: whoever reads it may stop us at once, and must get a clean stop
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     server_ctl = embedded_broker(settings)
     server, started = server_ctl.start()
     if not started:
@@ -62,14 +71,6 @@ def broker() -> None:
         return
     out.print(f"embedded broker at {server.url} (pid {server.pid}, AOF fsync "
               f"{settings.embedded_fsync}); Ctrl-C stops it")
-    stop = False
-
-    def request_stop(_signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
     while not stop and server_ctl.running() is not None:
         time.sleep(1.0)
     server_ctl.stop()
