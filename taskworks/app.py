@@ -10,7 +10,6 @@ from celery.result import AsyncResult
 from kombu import Queue
 
 from taskworks import signals, topology
-from taskworks.broker.transport import COMMANDS_PER_PUBLISH
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import Jobs
 from taskworks.resilience.breaker_registry import Breakers
@@ -295,8 +294,7 @@ class Taskworks:
             events = self.app.events.Dispatcher(connection=producer.connection, enabled=False) \
                 if send_event else None
             # kombu's transport-owned batch: its Redis publishes go through one pipeline
-            per_message = COMMANDS_PER_PUBLISH + (1 if send_event else 0)
-            with producer.batch(max_size=batch_size * per_message):
+            with producer.batch(max_size=batch_size * (2 if send_event else 1)):
                 for args, kwargs in calls:
                     task_id = uuid()
                     headers, properties, body, sent = amqp.create_task_message(

@@ -47,7 +47,8 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie serves nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,7 +96,7 @@ class EmbeddedBroker:
             port = int(self.port_file.read_text())
         except (OSError, ValueError):
             return None
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return None
         server = RunningServer(pid, self.host, port)
         return server if self._answers(port) else None
@@ -179,7 +180,7 @@ class EmbeddedBroker:
             if self._process is not None and self._process.pid == pid:
                 if self._process.poll() is not None:
                     break
-            elif not _pid_alive(pid):
+            elif not pid_alive(pid):
                 break
             time.sleep(0.05)
         else:

@@ -59,9 +59,6 @@ CONSUME_SHA = hashlib.sha1(CONSUME_SCRIPT.encode()).hexdigest()  # noqa: S324 - 
 #: trims the list every this many publishes, so it holds at most this many plus this
 #: many per publishing channel
 WAKE_TOKENS = 64
-#: Redis commands one publish adds to a publish batch: the message (the batch adds the
-#: wake tokens of all its messages when it flushes, one LPUSH per queue)
-COMMANDS_PER_PUBLISH = 1
 
 #: the URL schemes kombu serves with its Redis transport (the ones this class replaces)
 SCHEMES = ("redis", "rediss")
@@ -120,7 +117,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     _shared_client: Any = None
     #: publishes by this channel, for trimming the wake lists every WAKE_TOKENS of them
     _published = 0
-    #: the command in flight on the blocking connection: "EVAL" (take) or "BRPOP" (wait)
+    #: the command in flight on the blocking connection: "EVALSHA"/"EVAL" (take) or
+    #: "BRPOP" (wait)
     _pending: str | None = None
     #: the server has the consume script (an EVAL of it succeeded on this channel)
     _script_known = False
@@ -146,7 +144,6 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             # first use, or the channel replaced its pool: a client on the current one
             shared = self._shared_client = self._create_client()
         yield shared
-
 
     # -- consuming: take (consume.lua) or wait (BRPOP on wake lists) ----------------
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -221,13 +218,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         batch = kwargs.get("_publish_batch")
-        if batch is not None:  # kombu adds the message's commands; the batch, its token
-            super()._put(queue, message, **kwargs)
-            if isinstance(batch, PublishBatch):
-                batch.wake(queue)
-            else:
-                for name, *args in self._wake(queue):
-                    batch.add(name, *args)
+        if batch is not None:  # ours (create_publish_batch): kombu adds the message's
+            super()._put(queue, message, **kwargs)  # commands, the batch its token
+            batch.wake(queue)
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         with self.conn_or_acquire() as client:

@@ -13,6 +13,7 @@ from taskworks.errors import InvalidInput, TaskworksError
 from taskworks.workflows.conditions import Predicates
 from taskworks.workflows.engine import CACHE_BOUND, WorkflowEngine
 from taskworks.workflows.model import RunState, Workflow, load_file
+from taskworks.workflows.state import keep
 from taskworks.workflows.validate import validate
 
 if TYPE_CHECKING:
@@ -124,9 +125,7 @@ class Workflows:
             wf = load_file(wf)
         self.validate(wf)
         self.engine.runs.save_definition(wf)
-        if len(self.engine.registered) > CACHE_BOUND:
-            self.engine.registered.clear()  # a cache: a miss reads the stored definition
-        self.engine.registered[(wf.name, wf.version)] = wf
+        keep(self.engine.registered, (wf.name, wf.version), wf, CACHE_BOUND)
         return wf
 
     def start(self, name: str, input: Any = None, *, version: int | None = None,

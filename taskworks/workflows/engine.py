@@ -35,7 +35,7 @@ from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows.admission import StepGuards
 from taskworks.workflows.conditions import Predicates, evaluate
 from taskworks.workflows.model import SkipReason, StepState, Workflow
-from taskworks.workflows.state import Dispatch, Outcome, RunStore, now
+from taskworks.workflows.state import Dispatch, Outcome, RunStore, keep, now
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
@@ -129,13 +129,8 @@ class WorkflowEngine:
     def _run_definition(self, run_id: str) -> Workflow:
         if run_id not in self._run_workflows:
             name, version, _ = self.runs.run_info(run_id)
-            self._remember(run_id, name, version)
+            keep(self._run_workflows, run_id, (name, version), CACHE_BOUND)
         return self.definition(*self._run_workflows[run_id])
-
-    def _remember(self, run_id: str, workflow: str, version: int) -> None:
-        if len(self._run_workflows) > CACHE_BOUND:
-            self._run_workflows.clear()  # a bound, not an LRU: a miss costs one SELECT
-        self._run_workflows[run_id] = (workflow, version)
 
     def act(self, outcome: Outcome, *, terminate: bool = False) -> Outcome:
         """Publish what a transaction claimed and revoke what it stopped."""
@@ -159,7 +154,7 @@ class WorkflowEngine:
             log.warning("workflow step message for an unknown run or step", run=run_id,
                         step=name)
             return ignored  # a stray message (its run deleted): nothing to run
-        self._remember(run_id, workflow, version)
+        keep(self._run_workflows, run_id, (workflow, version), CACHE_BOUND)
         redelivered = bool((request.delivery_info or {}).get("redelivered"))
         # a retry of this wrapper after an infrastructure error (the store went away
         # between the body and its record) finds its step still RUNNING under its own
@@ -235,7 +230,7 @@ class WorkflowEngine:
         if not self.runs.defer(run_id, name, token,
                                f"deferred: {describe(reason)}" if reason else "deferred"):
             return {"run": run_id, "step": name, "state": "ignored"}
-        countdown = float(deferral.when or 0) if not isinstance(deferral.when, str) else 0.0
+        countdown = float(deferral.when or 0)  # what the guard asked (admission.py)
         log.info("workflow step deferred", run=run_id, step=name,
                  reason=describe(reason) if reason else None, countdown=round(countdown, 3))
         raise defer(wrapper, countdown, reason)

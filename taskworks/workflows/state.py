@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, CursorResult, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +50,20 @@ Runs = WorkflowRun
 CHUNK = 2000
 #: parsed definitions kept per process (each map-reduce job stores one of its own)
 DEFINITIONS_BOUND = 1000
+#: runs whose (workflow, version, input) are kept per process
+RUNS_BOUND = 1000
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def keep(cache: dict[K, V], key: K, value: V, bound: int) -> V:
+    """Put ``value`` in a process-local cache of at most about ``bound`` entries: a bound,
+    not an LRU (emptied when full), since a miss costs one SELECT."""
+    if len(cache) > bound:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def now() -> datetime:
@@ -161,9 +175,7 @@ class RunStore:
             body = self._stored(name, version)
             if body is None:
                 raise InvalidInput("workflow", f"{name} v{version}", "a registered workflow")
-            if len(self._definitions) > DEFINITIONS_BOUND:
-                self._definitions.clear()  # a bound, not an LRU: a miss costs one SELECT
-            self._definitions[key] = workflow_from_dict(body)
+            return keep(self._definitions, key, workflow_from_dict(body), DEFINITIONS_BOUND)
         return self._definitions[key]
 
     def definitions(self) -> list[tuple[str, int, datetime]]:
@@ -248,9 +260,7 @@ class RunStore:
                 row: Any = _run(conn, sql.RUN_INFO, {"p_run": run_id}).first()
             if row is None:
                 raise InvalidInput("run_id", run_id, "the id of a workflow run")
-            if len(self._runs) > 1000:
-                self._runs.clear()  # a bound, not an LRU: a miss costs one SELECT
-            found = self._runs[run_id] = (row[0], row[1], row[2])
+            found = keep(self._runs, run_id, (row[0], row[1], row[2]), RUNS_BOUND)
         return found
 
     def dependencies(self, run_id: str, names: Sequence[str]) -> dict[str, tuple[

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taskworks.broker.embedded import pid_alive
 from tests.support.postgres import _bindir
 from tests.support.workers import ROOT
 
@@ -64,23 +65,13 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale_owner(pattern: re.Pattern[str], name: str, also: int | None) -> bool:
     """Whether ``name`` was made here by a process that no longer runs (or by ``also``)."""
     owned = pattern.fullmatch(name)
     if owned is None:
         return False  # not ours: never touched
     owner = int(owned.group(1))
-    return owner == also or not _alive(owner)
+    return owner == also or not pid_alive(owner)
 
 
 def namespaces() -> list[str]:
