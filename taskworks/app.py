@@ -92,7 +92,8 @@ class Taskworks:
         else:
             self._add_missing_queues(app)
         self.app: Celery = app
-        self.store = Store(self.settings.effective_database_url)
+        self.store = Store(self.settings.effective_database_url,
+                           busy_timeout_ms=int(self.settings.sqlite_busy_timeout * 1000))
         self.runtime = default_runtime(self)
         self.dead_letters = DeadLetterStore(self.store)
         #: durable DAG workflows: ``tw.workflows.register(wf)``, ``.start(name, input)``

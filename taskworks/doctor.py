@@ -2,7 +2,9 @@
 
 The visibility timeout check matters most: on Redis a reserved message that is not
 acknowledged within ``visibility_timeout`` is handed to another worker, so a task that
-may run (or wait on a countdown) longer than that would run twice.
+may run (or wait on a countdown or a retry delay) longer than that would run twice. It
+covers the worker's limits, every task's limits and retry policy, and the steps of every
+registered workflow (registration refuses new ones; these may predate a lower timeout).
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from taskworks.errors import TaskworksError
 from taskworks.settings import redact_url
 from taskworks.tasks.builtin import probe_broker, probe_database
+from taskworks.workflows.validate import unacked_limits
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
@@ -57,20 +63,61 @@ def time_limits(tw: Taskworks) -> dict[str, float]:
             value = getattr(task, attr, None)
             if value:
                 limits[f"{name}.{attr}"] = float(value)
+    limits.update(retry_delays(tw))
+    return limits
+
+
+def retry_delays(tw: Taskworks) -> dict[str, float]:
+    """The longest wait before a retry of each task, under taskworks' retry policies:
+    ``max_delay``, which a server's Retry-After reaches whatever the backoff
+    (runtime/retry.py). The default policy once, then each task whose policy differs."""
+    policies = tw.retry_policies
+    delays: dict[str, float] = {}
+    if policies.default.max_retries > 0:
+        delays["retry.max_delay"] = float(policies.default.max_delay)
+    for name, task in sorted(tw.app.tasks.items()):
+        if name.startswith("celery."):
+            continue
+        options = getattr(task, "taskworks_options", None) or {}
+        declared = getattr(task, "runtime", None) is not None \
+            and not getattr(task, "taskworks_adopted", False)
+        if not declared and "retry_policy" not in options:
+            continue  # an adopted Celery task: Celery's own retry options decide
+        policy = policies.for_task(name, options)
+        if policy is not policies.default and policy.max_retries > 0:
+            delays[f"{name}.retry_policy.max_delay"] = float(policy.max_delay)
+    return delays
+
+
+def workflow_limits(tw: Taskworks) -> dict[str, float]:
+    """The steps' own time limits and retry delays of every stored workflow version (a
+    run of an older version may still be going)."""
+    limits: dict[str, float] = {}
+    for name, version, _ in tw.workflows.definitions():
+        workflow = tw.workflows.engine.definition(name, version)
+        for where, seconds in unacked_limits(workflow).items():
+            limits[f"workflow {name} v{version} {where}"] = seconds
     return limits
 
 
 def check_visibility(tw: Taskworks) -> Check:
     vt = float(tw.settings.visibility_timeout)
-    too_long = {k: v for k, v in time_limits(tw).items() if v >= vt}
+    limits = time_limits(tw)
+    unread = ""
+    try:
+        limits.update(workflow_limits(tw))
+    except (TaskworksError, SQLAlchemyError) as exc:
+        # the database check reports why the store does not answer
+        unread = f"; registered workflows not checked ({type(exc).__name__})"
+    too_long = {k: v for k, v in limits.items() if v >= vt}
     if too_long:
         listed = ", ".join(f"{k}={v:g}s" for k, v in too_long.items())
         return Check("visibility_timeout", False,
                      f"{vt:g}s does not exceed {listed}: those tasks could run twice; "
-                     f"raise TASKWORKS_VISIBILITY_TIMEOUT")
+                     f"raise TASKWORKS_VISIBILITY_TIMEOUT or shorten them{unread}")
     return Check("visibility_timeout", True,
-                 f"{vt:g}s exceeds every time limit and countdown "
-                 f"(longest {max(time_limits(tw).values()):g}s)")
+                 f"{vt:g}s exceeds every time limit, countdown and retry delay "
+                 f"(longest {max(limits.values()):g}s){unread}")
 
 
 def diagnose(tw: Taskworks) -> Report:

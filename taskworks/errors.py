@@ -5,10 +5,13 @@
     ├── BrokerError          the embedded broker could not start or be reached
     │   └── PortInUse        the configured port belongs to another program
     ├── StoreError           the SQL store could not be opened or migrated
+    │   └── StoreNotMigrated its schema is missing or older than this release's (url)
     ├── BreakerOpen          a circuit breaker refused a call (carries name, retry_after)
     ├── Deferred             why a task was put off without spending a retry (journaled)
     │   ├── RateLimited      its cluster-wide rate limit had no token (name, retry_after)
     │   └── DuplicateRunning the same idempotent call is running (task_id)
+    ├── OutcomeNotRecorded   the store or broker refused a task's outcome: its message
+    │                        goes back to the queue and the task runs again
     ├── HttpCallError        an HTTP call (taskworks.http_call) got no usable answer
     │   ├── HttpUnavailable  connection error, timeout, 5xx or 429: worth retrying
     │   └── HttpRejected     any other 4xx: the request itself is wrong, never retried
@@ -41,6 +44,24 @@ class PortInUse(BrokerError):
 
 class StoreError(TaskworksError):
     """The SQL store could not be opened or migrated."""
+
+
+class StoreNotMigrated(StoreError):
+    """The store's schema is missing or older than this release's newest revision:
+    ``taskworks db upgrade`` is what is missing. ``url`` is printed as given: the raiser
+    (``taskworks.store.schema_check``) passes it with the password hidden."""
+
+    def __init__(self, url: str, current: str | None, head: str | None) -> None:
+        self.url = url
+        self.current = current
+        self.head = head
+        super().__init__(url, current, head)
+
+    def __str__(self) -> str:
+        found = "has no schema yet" if self.current is None else \
+            f"is at schema revision {self.current}"
+        return (f"database_url: the store at {self.url} {found} (this release needs revision "
+                f"{self.head}); run `taskworks db upgrade`")
 
 
 class InvalidInput(TaskworksError):
@@ -149,3 +170,9 @@ class DuplicateRunning(Deferred):
 
     def __str__(self) -> str:
         return f"the same idempotent call is running as {self.task_id}; waiting for its result"
+
+
+class OutcomeNotRecorded(TaskworksError):
+    """A task's outcome (its dead letter, its journal row, its retry message) could not be
+    recorded because the store or the broker failed: the message is requeued instead of
+    acknowledged, so the task runs again and its outcome is recorded once."""

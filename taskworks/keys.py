@@ -33,6 +33,15 @@ def redeliveries(task_id: str) -> str:
     return REDELIVERIES + task_id
 
 
+#: set when taskworks requeued a message because its outcome could not be recorded, so
+#: the redelivery is not counted as a lost worker's (runtime/redelivery.lua)
+REQUEUED = PREFIX + "requeued:"
+
+
+def requeued(task_id: str) -> str:
+    return REQUEUED + task_id
+
+
 def retry_budget(task_name: str) -> str:
     return RETRY_BUDGET + task_name
 

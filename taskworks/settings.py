@@ -310,6 +310,9 @@ class Settings(BaseSettings):
     result_backend: str | None = None
     #: None: SQLite file ``taskworks.db`` under ``data_dir``
     database_url: str | None = None
+    #: seconds a SQLite write waits for a lock another process holds before it fails (a
+    #: task whose outcome then cannot be recorded is requeued: docs/runtime.md)
+    sqlite_busy_timeout: float = Field(default=30.0, gt=0)
     embedded_host: str = "127.0.0.1"
     embedded_port: int = Field(default=6399, ge=1, le=65535)
     #: ``always`` fsyncs every write: nothing is lost on power failure, at a throughput cost

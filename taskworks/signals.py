@@ -14,6 +14,7 @@ import structlog
 from celery import signals
 
 from taskworks.logs import get_logger
+from taskworks.runtime.adoption import adopt_tasks
 from taskworks.runtime.middleware import TaskContext
 
 if TYPE_CHECKING:
@@ -41,7 +42,11 @@ def connect(tw: Taskworks) -> None:
         log.info("task finished", state=state)
         structlog.contextvars.unbind_contextvars("task_id", "task_name")
 
-    def on_worker_init(**_: Any) -> None:
+    def on_worker_init(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            # the app's modules are imported, no tracer is built yet: every task of the
+            # app that taskworks did not declare gets the runtime here (adoption.py)
+            adopt_tasks(app, tw.runtime)
         # Everything loaded so far lives as long as the worker: move it out of the
         # collector's reach. The prefork parent runs a full gc.collect() before each
         # fork (every max_tasks_per_child tasks); over the whole app that was a tenth of

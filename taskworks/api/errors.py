@@ -1,4 +1,5 @@
-"""Errors as HTTP: bad input is a 422 naming the field, an unknown id a 404, never a 500.
+"""Errors as HTTP: bad input is a 422 naming the field, an unknown id a 404, never a 500;
+a store whose schema is behind (``taskworks db upgrade`` not run) a 503 saying so.
 
 taskworks raises ``InvalidInput(field, value, expected)`` for bad input; the handler turns
 it into the same shape FastAPI uses for its own validation errors, with ``field``,
@@ -16,9 +17,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
+from starlette.concurrency import run_in_threadpool
 
-from taskworks.errors import InvalidInput, WorkflowInvalid
+from taskworks.api.context import get_context
+from taskworks.errors import InvalidInput, StoreNotMigrated, WorkflowInvalid
+from taskworks.store.schema_check import not_migrated
 
 
 class NotFound(HTTPException):
@@ -68,9 +73,29 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "5"})
 
 
+async def _not_migrated(request: Request, exc: Exception) -> JSONResponse:
+    # no Retry-After: only an operator running `taskworks db upgrade` makes it go away
+    return JSONResponse({"detail": str(exc)}, status_code=503)
+
+
+async def _store_error(request: Request, exc: Exception) -> JSONResponse:
+    """SQLite says "no such table" with an OperationalError, PostgreSQL "relation does not
+    exist" with a ProgrammingError: either may mean the schema is behind. The revision is
+    read only now, on the error path, off the event loop."""
+    assert isinstance(exc, DBAPIError)
+    translated = await run_in_threadpool(not_migrated, get_context(request).tw.store, exc)
+    if translated is not None:
+        return await _not_migrated(request, translated)
+    if isinstance(exc, SQLAlchemyOperationalError):
+        return await _unavailable(request, exc)
+    raise exc  # any other ProgrammingError is a bug: the server's 500, as without this handler
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(RequestValidationError, _validation)
-    for unavailable in (redis.ConnectionError, redis.TimeoutError, KombuOperationalError,
-                        SQLAlchemyOperationalError):
+    app.add_exception_handler(StoreNotMigrated, _not_migrated)
+    for store_error in (SQLAlchemyOperationalError, ProgrammingError):
+        app.add_exception_handler(store_error, _store_error)
+    for unavailable in (redis.ConnectionError, redis.TimeoutError, KombuOperationalError):
         app.add_exception_handler(unavailable, _unavailable)

@@ -12,9 +12,10 @@ import signal
 import sys
 import threading
 import time
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from taskworks.cli import loader
 from taskworks.cli.api import api as api_command
@@ -26,7 +27,7 @@ from taskworks.cli.dlq import dlq_cli
 from taskworks.cli.job import job_cli
 from taskworks.cli.journal import journal_cli
 from taskworks.cli.workflow import workflow_cli
-from taskworks.errors import InvalidInput, StoreError, TaskworksError
+from taskworks.errors import InvalidInput, StoreError, StoreNotMigrated, TaskworksError
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Production background work "
                   "on Celery.")
@@ -268,10 +269,37 @@ def doctor(app: AppOption = None) -> None:
         raise typer.Exit(1)
 
 
+def _fail(exc: TaskworksError) -> NoReturn:
+    # markup off: messages quote user values, which may contain [brackets]
+    err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+    sys.exit(2)
+
+
+def _not_migrated(exc: DBAPIError) -> StoreNotMigrated | None:
+    """``exc`` as "run `taskworks db upgrade`" when the schema is behind, else None. The
+    store read is the settings' one: the one `taskworks db upgrade` migrates."""
+    from taskworks.settings import load_settings
+    from taskworks.store.engine import Store
+    from taskworks.store.schema_check import not_migrated
+
+    try:
+        store = Store(load_settings().effective_database_url)
+    except TaskworksError:
+        return None
+    try:
+        return not_migrated(store, exc)
+    finally:
+        store.dispose()
+
+
 def run() -> None:
     try:
         cli()
     except TaskworksError as exc:
-        # markup off: messages quote user values, which may contain [brackets]
-        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
-        sys.exit(2)
+        _fail(exc)
+    except DBAPIError as exc:
+        # translated here, on the error path only: no command pays a query up front
+        translated = _not_migrated(exc)
+        if translated is None:
+            raise
+        _fail(translated)

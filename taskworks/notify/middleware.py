@@ -42,8 +42,10 @@ class NotifyMiddleware(Middleware):
         self.enabled = bool(channels(tw.settings.notify))
 
     def on_exhausted(self, ctx: TaskContext) -> None:
-        if not self.enabled or ctx.name == NOTIFY_TASK:
-            return  # nothing configured; and never notify about the notifier itself
+        if not self.enabled or ctx.name == NOTIFY_TASK or ctx.ended_elsewhere:
+            # nothing configured; never about the notifier itself; and a task another
+            # copy of which already failed for good was notified about then
+            return
         if not should_notify(self.tw.settings, ctx.severity or "low"):
             return
         result = self.tw.submit(NOTIFY_TASK, [notice_of(ctx).to_json()])

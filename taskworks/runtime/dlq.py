@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, Select, delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
@@ -58,20 +60,31 @@ class DeadLetterStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def add(self, ctx: TaskContext) -> int:
+    def add(self, ctx: TaskContext) -> int | None:
+        """Write the letter of a task that failed for good; its id, or None when the task
+        already has one (another copy of it ended first: a task ends once)."""
+        from taskworks.runtime.journal import strip_nul  # journal does not import dlq
+
         exc = ctx.exc
-        # arguments are stored as given: a replay needs them; only the journal redacts
-        row = DeadLetter(
-            task_id=ctx.task_id, name=ctx.name, queue=ctx.queue, args=list(ctx.args),
-            kwargs=ctx.kwargs, exc_type=type(exc).__name__ if exc else None,
-            exc_message=str(exc) if exc else None, traceback=ctx.traceback,
-            severity=ctx.severity, attempts=ctx.attempt,
-            reason=ctx.exhausted_reason or "failed",
+        # arguments are stored as given: a replay needs them (only the journal redacts),
+        # and the json columns keep a NUL as \u0000. The text columns refuse NUL bytes
+        # (PostgreSQL), so the other fields lose theirs.
+        values = dict(
+            task_id=strip_nul(ctx.task_id), name=strip_nul(ctx.name),
+            queue=strip_nul(ctx.queue), args=list(ctx.args), kwargs=ctx.kwargs,
+            exc_type=strip_nul(type(exc).__name__) if exc else None,
+            exc_message=strip_nul(str(exc)) if exc else None,
+            traceback=strip_nul(ctx.traceback), severity=strip_nul(ctx.severity),
+            attempts=ctx.attempt, reason=strip_nul(ctx.exhausted_reason or "failed"),
+            failed_at=datetime.now(UTC), replay_count=0,
         )
+        insert = postgresql_insert if self.store.engine.dialect.name == "postgresql" \
+            else sqlite_insert
         with self.store.session() as session:
-            session.add(row)
-            session.flush()
-            return int(row.id)
+            stmt = insert(DeadLetter).values(**values).on_conflict_do_nothing(
+                index_elements=[DeadLetter.task_id]).returning(DeadLetter.id)
+            letter_id = session.scalar(stmt)
+        return None if letter_id is None else int(letter_id)
 
     def find(self, flt: DeadLetterFilter = DeadLetterFilter(), limit: int = 100
              ) -> list[DeadLetter]:
@@ -117,10 +130,19 @@ class DeadLetterStore:
 
 
 class DeadLetterMiddleware(Middleware):
+    #: a letter that cannot be written leaves its message unacknowledged (runtime)
+    records_outcome = True
+
     def __init__(self, letters: DeadLetterStore) -> None:
         self.letters = letters
 
     def on_exhausted(self, ctx: TaskContext) -> None:
         letter = self.letters.add(ctx)
+        if letter is None:
+            # another copy of this task was dead-lettered first: this one ends silently
+            ctx.ended_elsewhere = True
+            log.warning("task already dead-lettered by another copy: nothing recorded",
+                        task=ctx.name, task_id=ctx.task_id)
+            return
         log.warning("task dead-lettered", task=ctx.name, task_id=ctx.task_id,
                     reason=ctx.exhausted_reason, letter=letter)

@@ -11,11 +11,20 @@ Hooks, in order of a task's life (Dramatiq's middleware.py, adapted to Celery):
     on_revoked(ctx)         the task was revoked before or while running
     on_deferred(ctx)        a before_task hook deferred the task (``defer``): it runs
                             again later without spending a retry; ctx.exc says why
+    on_requeued(ctx)        the outcome could not be recorded (store or broker down):
+                            the message goes back to the queue unacknowledged and this
+                            attempt runs again; ctx.exc says why
     on_worker_shutdown()    flush what is buffered
 
 Every middleware declares the task options it accepts (``options``); ``@tw.task`` refuses
 an option no middleware accepts, at declaration. A hook that raises (other than
-``before_task``) is logged and never hides the task's own outcome.
+``before_task``) is logged and never hides the task's own outcome, with one exception:
+a middleware that *records* the outcome (``records_outcome``: the dead-letter store, the
+journal's barrier) and fails because the store or the broker is unavailable. Then the
+outcome is not recorded anywhere, so the message must not be acknowledged: the runtime
+raises Celery's ``Reject(requeue=True)`` after ``on_requeued`` and a short pause, the
+message is redelivered, and the redelivery records the outcome once (the outcome guard
+stops a copy whose outcome did land).
 """
 
 from __future__ import annotations
@@ -28,12 +37,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import redis
 from celery.exceptions import Ignore, Reject, Retry
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError
+from sqlalchemy.exc import OperationalError as StoreOperationalError
+from sqlalchemy.exc import TimeoutError as StorePoolTimeout
 
-from taskworks.errors import TaskMemoryError
+from taskworks.errors import OutcomeNotRecorded, TaskMemoryError
 from taskworks.logs import get_logger
 
 log = get_logger("taskworks.runtime")
+
+#: failures of the store or the broker themselves (down, locked, full, unreachable), as
+#: opposed to a bug or a refused value: recording again later can succeed
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    StoreOperationalError, InterfaceError, DisconnectionError, StorePoolTimeout,
+    redis.RedisError, KombuOperationalError, OSError, OutcomeNotRecorded,
+)
+#: seconds a worker waits before requeueing a message whose outcome it could not record:
+#: an outage must not turn into a hot loop of redeliveries
+REQUEUE_DELAY = 1.0
 
 
 @dataclass(slots=True)
@@ -67,6 +91,12 @@ class TaskContext:
     #: set by a before_task hook that answers for the body (an idempotent task's stored
     #: result, in ctx.result): the body and the remaining before_task hooks do not run
     answered: bool = False
+    #: the attempt's outcome was already acted on (Celery sent its retry, a deferral
+    #: re-sent it): a failure to record it can no longer be undone by a requeue
+    acted: bool = False
+    #: another copy of this task already ended it (its dead letter exists): this
+    #: attempt's end is not recorded again
+    ended_elsewhere: bool = False
 
     def finish(self) -> None:
         self.finished_at = datetime.now(UTC)
@@ -78,6 +108,9 @@ class Middleware:
 
     #: task options this middleware accepts in ``@tw.task(...)``
     options: ClassVar[frozenset[str]] = frozenset()
+    #: True for a middleware whose hooks record the outcome: when one fails because the
+    #: store or broker is unavailable, the message is requeued, not acknowledged
+    records_outcome: ClassVar[bool] = False
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
         """Check this middleware's options at declaration; raise InvalidInput when wrong."""
@@ -89,6 +122,7 @@ class Middleware:
     def on_exhausted(self, ctx: TaskContext) -> None: ...
     def on_revoked(self, ctx: TaskContext) -> None: ...
     def on_deferred(self, ctx: TaskContext) -> None: ...
+    def on_requeued(self, ctx: TaskContext) -> None: ...
     def on_worker_shutdown(self) -> None: ...
 
 
@@ -104,14 +138,17 @@ def defer(task: Any, countdown: float, reason: BaseException | None = None) -> R
                                      throw=False)
     finally:
         request.retries = retries
+    deferral.taskworks_deferred = True  # journaled as "deferred", even raised from a body
     return deferral
 
 
 class Runtime:
     """Runs the middleware chain around a task's body."""
 
-    def __init__(self, middlewares: Iterable[Middleware] = ()) -> None:
+    def __init__(self, middlewares: Iterable[Middleware] = (),
+                 requeue_delay: float = REQUEUE_DELAY) -> None:
         self.middlewares: list[Middleware] = list(middlewares)
+        self.requeue_delay = requeue_delay
 
     def add(self, middleware: Middleware) -> None:
         self.middlewares.append(middleware)
@@ -137,6 +174,36 @@ class Runtime:
                 log.exception("middleware hook failed", middleware=type(middleware).__name__,
                               hook=hook)
 
+    def _record(self, hook: str, ctx: TaskContext) -> None:
+        """Run a hook that records the outcome: a recording middleware that fails because
+        the store or the broker is down requeues the message (it raises Reject)."""
+        for middleware in self.middlewares:
+            try:
+                getattr(middleware, hook)(ctx)
+            except Exception as exc:
+                if middleware.records_outcome and isinstance(exc, INFRASTRUCTURE_ERRORS):
+                    self._requeue(ctx, exc, f"{type(middleware).__name__}.{hook}")
+                log.exception("middleware hook failed", middleware=type(middleware).__name__,
+                              hook=hook)
+
+    def _requeue(self, ctx: TaskContext, cause: BaseException, where: str) -> None:
+        """The outcome could not be recorded: put the message back (never acknowledge
+        it), so that the task runs again and its outcome is recorded once."""
+        reason = OutcomeNotRecorded(f"{where}: {type(cause).__name__}: {cause}"[:500])
+        if not getattr(ctx.task, "acks_late", False):
+            # the message was acknowledged before the task ran: nothing can bring it back
+            log.error("outcome not recorded and the message is already acknowledged "
+                      "(acks_late is off): this outcome is lost", task=ctx.name,
+                      task_id=ctx.task_id, error=str(reason))
+            return
+        log.error("outcome not recorded: message requeued, the task runs again",
+                  task=ctx.name, task_id=ctx.task_id, error=str(reason))
+        failure, ctx.exc = ctx.exc, reason
+        self._each("on_requeued", ctx)
+        ctx.exc = failure
+        time.sleep(self.requeue_delay)
+        raise Reject(reason, requeue=True) from cause
+
     def context(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskContext:
         request = task.request
         info = request.delivery_info or {}
@@ -161,22 +228,45 @@ class Runtime:
                 in_body = True
                 ctx.result = body(*args, **kwargs)
         except Retry as retry:
-            if not in_body:  # a before_task hook deferred the task (see defer)
-                self._deferred(ctx, retry)
+            if not in_body or getattr(retry, "taskworks_deferred", False):
+                self._deferred(ctx, retry)  # a hook (or the body) deferred it: see defer
+            else:  # the body asked Celery for a retry (self.retry, autoretry_for)
+                self._retried_by_body(ctx, retry)
             raise
-        except (Ignore, Reject):
+        except Reject as rejected:
+            if in_body and not rejected.requeue and isinstance(rejected.reason,
+                                                               INFRASTRUCTURE_ERRORS):
+                # Celery's Task.retry could not publish the retry and would drop the
+                # message (Reject(requeue=False)): requeue it instead
+                self._requeue(ctx, rejected.reason, "retry publish")
+            raise  # the task steered Celery itself
+        except Ignore:
             raise  # the task steered Celery itself
         except Exception as exc:
             self._fail(ctx, exc)
         ctx.finish()
-        self._each("after_success", ctx)
+        self._record("after_success", ctx)
         return ctx.result
 
     def _deferred(self, ctx: TaskContext, retry: Retry) -> None:
         # hooks that acted in before_task (a breaker's probe, a lock) undo it here
         ctx.exc = retry.exc if isinstance(retry.exc, BaseException) else None
+        ctx.acted = True
         ctx.finish()
         self._each("on_deferred", ctx)
+
+    def _retried_by_body(self, ctx: TaskContext, retry: Retry) -> None:
+        # Celery already sent the retry: recording it can fail, never undo it
+        ctx.exc = retry.exc if isinstance(retry.exc, BaseException) else retry
+        ctx.traceback = "".join(traceback.format_exception(ctx.exc))
+        when = retry.when
+        if isinstance(when, int | float) and not isinstance(when, bool):
+            ctx.retry_in = float(when)
+        elif isinstance(when, datetime):
+            ctx.retry_in = max(0.0, (when - datetime.now(when.tzinfo or UTC)).total_seconds())
+        ctx.acted = True
+        ctx.finish()
+        self._each("on_retry", ctx)
 
     def _fail(self, ctx: TaskContext, exc: Exception) -> None:
         ctx.exc = exc
@@ -184,11 +274,19 @@ class Runtime:
         ctx.finish()
         self._each("after_failure", ctx)
         if ctx.retry_in is not None:
-            self._each("on_retry", ctx)
-            # max_retries=None: our policy decided; Celery must not apply its own limit
-            raise ctx.task.retry(exc=exc, countdown=ctx.retry_in, max_retries=None)
+            self._record("on_retry", ctx)
+            try:
+                # max_retries=None: our policy decided; Celery must not apply its own limit
+                retry = ctx.task.retry(exc=exc, countdown=ctx.retry_in, max_retries=None,
+                                       throw=False)
+            except Reject as rejected:  # Celery could not publish the retry
+                cause = rejected.reason if isinstance(rejected.reason, BaseException) \
+                    else rejected
+                self._requeue(ctx, cause, "retry publish")
+                raise
+            raise retry
         ctx.exhausted_reason = ctx.exhausted_reason or "failed"
-        self._each("on_exhausted", ctx)
+        self._record("on_exhausted", ctx)
         if isinstance(exc, MemoryError):
             raise TaskMemoryError(str(exc) or "MemoryError") from exc
         raise exc

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from celery.exceptions import MaxRetriesExceededError
+
 from taskworks import keys
 from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput, TaskworksError
@@ -32,6 +34,8 @@ NEVER_RETRY: tuple[type[BaseException], ...] = (
 
 #: the retry budget counts retries over a sliding minute
 BUDGET_WINDOW_MS = 60_000
+#: how long a task's redelivery count (and a requeue marker) is kept, in seconds
+REDELIVERY_TTL = 7 * 24 * 3600
 
 
 class RedeliveryLimitExceeded(TaskworksError):
@@ -118,8 +122,11 @@ class RetryMiddleware(Middleware):
         # one each, and a dropped client closes its pool under whoever holds it. A
         # forked pool child gets fresh connections (redis-py's pools check the pid)
         self.client = redis_client(broker_url)
+        scripts = resources.files("taskworks.runtime")
         self._budget_script = self.client.register_script(
-            (resources.files("taskworks.runtime") / "budget.lua").read_text())
+            (scripts / "budget.lua").read_text())
+        self._redelivery_script = self.client.register_script(
+            (scripts / "redelivery.lua").read_text())
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
         policy = options.get("retry_policy")
@@ -133,21 +140,39 @@ class RetryMiddleware(Middleware):
         if not ctx.redelivered:
             return  # the common case costs no round trip
         # kombu marks a message restored after its worker died; count those runs too
-        pipe = self.client.pipeline()
-        key = keys.redeliveries(ctx.task_id)
-        pipe.incr(key)
-        pipe.expire(key, 7 * 24 * 3600)
-        redeliveries = int(pipe.execute()[0])
+        redeliveries = int(self._redelivery_script(
+            keys=[keys.redeliveries(ctx.task_id), keys.requeued(ctx.task_id)],
+            args=[REDELIVERY_TTL]))
         ctx.attempt += redeliveries
-        policy = self.policies.for_task(ctx.name, ctx.options)
-        if ctx.attempt > policy.max_retries + 1:
+        max_retries = self._max_retries(ctx)
+        if max_retries is not None and ctx.attempt > max_retries + 1:
             raise RedeliveryLimitExceeded(
                 f"{ctx.name}[{ctx.task_id}] was delivered {ctx.attempt} times "
-                f"({redeliveries} after a lost worker); max_retries is {policy.max_retries}"
+                f"({redeliveries} after a lost worker); max_retries is {max_retries}"
             )
+
+    @staticmethod
+    def celery_decides(ctx: TaskContext) -> bool:
+        """A task of an adopted Celery app keeps Celery's own retry options
+        (``autoretry_for``, ``max_retries``, ``self.retry``) unless it names a policy."""
+        return bool(getattr(ctx.task, "taskworks_adopted", False)) \
+            and "retry_policy" not in ctx.options
+
+    def _max_retries(self, ctx: TaskContext) -> int | None:
+        if self.celery_decides(ctx):
+            limit = getattr(ctx.task, "max_retries", None)
+            return limit if isinstance(limit, int) else None
+        return self.policies.for_task(ctx.name, ctx.options).max_retries
+
+    def on_requeued(self, ctx: TaskContext) -> None:
+        # the redelivery that follows is taskworks' own requeue, not a lost worker's
+        self.client.set(keys.requeued(ctx.task_id), 1, ex=REDELIVERY_TTL)
 
     def after_failure(self, ctx: TaskContext) -> None:
         assert ctx.exc is not None
+        if self.celery_decides(ctx):
+            self._celery_outcome(ctx)
+            return
         policy = self.policies.for_task(ctx.name, ctx.options)
         if isinstance(ctx.exc, RedeliveryLimitExceeded):
             ctx.exhausted_reason = "redelivery_limit"
@@ -164,6 +189,22 @@ class RetryMiddleware(Middleware):
             hint = getattr(ctx.exc, "retry_after", None)
             if isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0:
                 ctx.retry_in = max(ctx.retry_in, min(float(hint), policy.max_delay))
+
+    @staticmethod
+    def _celery_outcome(ctx: TaskContext) -> None:
+        """An exception out of a Celery-retried body is final: Celery's ``retry`` raised
+        Retry for every retry it sent, and the exception itself once they were spent."""
+        task, exc = ctx.task, ctx.exc
+        limit = getattr(task, "max_retries", None)
+        retries = task.request.retries or 0
+        if isinstance(exc, RedeliveryLimitExceeded):
+            ctx.exhausted_reason = "redelivery_limit"
+        elif isinstance(exc, MaxRetriesExceededError) or (
+                isinstance(limit, int) and retries >= limit
+                and isinstance(exc, tuple(getattr(task, "autoretry_for", ()) or ()))):
+            ctx.exhausted_reason = "max_retries"
+        else:
+            ctx.exhausted_reason = "failed"
 
     def _within_budget(self, ctx: TaskContext) -> bool:
         budget = ctx.options.get("retry_budget", self.default_budget)

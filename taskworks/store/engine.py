@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,23 +27,27 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout_ms: int | None = None) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        busy = SQLITE_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
+        engine = create_engine(parsed, connect_args={"timeout": busy / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas(busy))
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
@@ -51,8 +55,10 @@ def make_engine(url: str) -> Engine:
 class Store:
     """The store of one database URL; safe to share across threads, re-created after fork."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout_ms: int | None = None) -> None:
         self.url = url
+        #: SQLite only: how long a write waits for another process's lock
+        self.busy_timeout_ms = busy_timeout_ms
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._pid = 0
@@ -65,7 +71,7 @@ class Store:
                 if self._engine is not None:
                     # inherited from the parent: drop its pool without closing its sockets
                     self._engine.dispose(close=False)
-                self._engine = make_engine(self.url)
+                self._engine = make_engine(self.url, self.busy_timeout_ms)
                 self._pid = os.getpid()
                 self._sessions = sessionmaker(self._engine, expire_on_commit=False)
             return self._engine

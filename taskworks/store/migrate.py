@@ -54,6 +54,12 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
+def known_revision(revision: str) -> bool:
+    """Whether this release has a migration ``revision`` (else a newer release made it)."""
+    scripts = ScriptDirectory.from_config(_config())
+    return revision in {script.revision for script in scripts.walk_revisions()}
+
+
 def schema_behind(store: Store) -> str | None:
     """None when the store's schema is at this release's newest revision, else why not.
 
@@ -70,8 +76,7 @@ def schema_behind(store: Store) -> str | None:
         return None
     if current is None:
         return "no schema yet"
-    scripts = ScriptDirectory.from_config(_config())
-    if current not in {script.revision for script in scripts.walk_revisions()}:
+    if not known_revision(current):
         raise StoreError(
             f"database_url: the schema is at revision {current!r}, which this release of "
             f"taskworks does not know (its newest is {head!r}): a newer release migrated "

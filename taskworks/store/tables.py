@@ -8,6 +8,10 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+#: every task id column: a workflow step with a timeout runs under "<32 hex>.<step name>",
+#: up to 161 characters (migration 0006)
+TASK_ID_LENGTH = 255
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -50,7 +54,7 @@ class JournalEntry(Base):
     __tablename__ = "journal"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    task_id: Mapped[str] = mapped_column(String(TASK_ID_LENGTH), index=True)
     name: Mapped[str] = mapped_column(String(255), index=True)
     queue: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), index=True)
@@ -75,7 +79,8 @@ class DeadLetter(Base):
     __tablename__ = "dead_letters"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    #: unique: a task ends once, even when two copies of it both fail for good
+    task_id: Mapped[str] = mapped_column(String(TASK_ID_LENGTH), index=True, unique=True)
     name: Mapped[str] = mapped_column(String(255), index=True)
     queue: Mapped[str | None] = mapped_column(String(128))
     args: Mapped[Any] = mapped_column(JSON)
@@ -89,7 +94,7 @@ class DeadLetter(Base):
     failed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     replay_count: Mapped[int] = mapped_column(default=0)
     replayed_at: Mapped[datetime | None]
-    replay_task_id: Mapped[str | None] = mapped_column(String(64))
+    replay_task_id: Mapped[str | None] = mapped_column(String(TASK_ID_LENGTH))
 
 
 class Notification(Base):
@@ -154,7 +159,7 @@ class WorkflowStepRun(Base):
     attempt: Mapped[int] = mapped_column(default=1)
     tries: Mapped[int] = mapped_column(default=0)
     token: Mapped[str | None] = mapped_column(String(36))
-    task_id: Mapped[str | None] = mapped_column(String(200))
+    task_id: Mapped[str | None] = mapped_column(String(TASK_ID_LENGTH))
     dispatched: Mapped[bool] = mapped_column(default=False)
     skip_reason: Mapped[str | None] = mapped_column(String(32))
     queued_at: Mapped[datetime | None]

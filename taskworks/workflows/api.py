@@ -116,7 +116,8 @@ class Workflows:
         return self.engine.predicates
 
     def validate(self, wf: Workflow) -> None:
-        validate(wf, self.tw.app.tasks.keys(), self.tw.queue_names(), self.predicates)
+        validate(wf, self.tw.app.tasks.keys(), self.tw.queue_names(), self.predicates,
+                 visibility_timeout=self.tw.settings.visibility_timeout)
 
     def register(self, wf: Workflow | str | Path) -> Workflow:
         """Validate (every problem at once) and store a definition version. A path is

@@ -106,3 +106,23 @@ def test_dlq_cli(tw: Any, store: Any, redis_client: redis.Redis,
     purged = _cli("purge", "--yes")
     assert "2 deleted" in purged.stdout
     assert tw.dead_letters.find() == []
+
+
+def test_two_copies_of_a_task_failing_for_good_end_it_once(
+    tw: Any, store: Any, redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess], journal_rows: Callable[..., Any],
+) -> None:
+    """A worker killed between publishing a retry and acknowledging leaves two copies of
+    a task; neither is a redelivery of the other's outcome, so both run. The soak once
+    saw both exhaust: two letters for one task. The second copy now records nothing."""
+    start_worker()
+    for _ in range(2):  # two messages of one task id, as the kill leaves them
+        tw.submit("tests.critical", ["twice"], task_id="copy-1").get(timeout=30,
+                                                                     propagate=False)
+    letters = tw.dead_letters.find(DeadLetterFilter(task="tests.critical"))
+    assert [letter.task_id for letter in letters] == ["copy-1"]
+    [row] = journal_rows(1, "tests.critical")
+    assert (row.task_id, row.state) == ("copy-1", "failure")
+    # nothing arrives late: the second copy's row was never written, not merely slow
+    tw.submit("tests.echo", [1]).get(timeout=30)
+    assert [r.state for r in journal_rows(2)] == ["failure", "success"]

@@ -17,13 +17,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class WorkerProcess:
     def __init__(self, app: Celery, env: dict[str, str], queues: list[str], *,
-                 pool: str = "solo", concurrency: int = 1, log_dir: Path) -> None:
+                 pool: str = "solo", concurrency: int = 1, log_dir: Path,
+                 app_path: str = "tests.apps.sample:tw", celery_cli: bool = False) -> None:
+        """``taskworks worker --app app_path``; with ``celery_cli``, the project's own
+        ``celery -A module worker`` instead (``app_path`` is then the module)."""
         self.app = app
         self.hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
         self.log_path = log_dir / f"{self.hostname}.log"
-        argv = [sys.executable, "-m", "taskworks", "worker", "--app", "tests.apps.sample:tw",
-                "--queues", ",".join(queues), "--pool", pool, "--concurrency", str(concurrency),
-                "--hostname", self.hostname]
+        if celery_cli:
+            argv = [sys.executable, "-m", "celery", "-A", app_path, "worker",
+                    "--queues", ",".join(queues), "--pool", pool,
+                    "--concurrency", str(concurrency), "--hostname", self.hostname,
+                    "--loglevel", "INFO"]
+        else:
+            argv = [sys.executable, "-m", "taskworks", "worker", "--app", app_path,
+                    "--queues", ",".join(queues), "--pool", pool,
+                    "--concurrency", str(concurrency), "--hostname", self.hostname]
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

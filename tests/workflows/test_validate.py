@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from taskworks.errors import InvalidInput, WorkflowInvalid
+from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows import Condition, Step, Workflow, load_file, workflow_from_dict
 from tests.workflows.conftest import unique
 
@@ -153,3 +154,58 @@ def test_start_errors(tw: Any) -> None:
     wf = tw.workflows.register(Workflow(unique("in"), (Step("a", "wf.record"),)))
     with pytest.raises(InvalidInput, match="JSON"):
         tw.workflows.start(wf.name, {"x": object()})
+
+
+# -- against the broker's visibility_timeout (7200 s in the tests' settings) --------------
+
+
+def test_step_timeouts_and_retry_delays_must_stay_below_the_visibility_timeout(
+        tw: Any) -> None:
+    assert tw.settings.visibility_timeout == 7200
+    errors = problems(
+        tw,
+        Step("hard", "wf.record", timeout=7200),  # equal: already too long
+        Step("soft", "wf.record", soft_timeout=9000),
+        Step("capped", "wf.record", retries=RetryPolicy(
+            max_retries=2, base_delay=5000, max_delay=9000, jitter=False)),
+        Step("backoff", "wf.record", retries=RetryPolicy(
+            max_retries=2, base_delay=4000, max_delay=20000, jitter=False)),
+        # jitter adds up to 30 %: 6000 s can become 7800 s
+        Step("jitter", "wf.record", retries=RetryPolicy(
+            max_retries=1, base_delay=6000, max_delay=8000)),
+    )
+    tail = ("expected seconds below visibility_timeout (7200): the broker would hand the "
+            "message out again while the step still runs or waits, and run it twice")
+    assert errors == [
+        f"steps[0] (hard).timeout: got 7200, {tail}",
+        f"steps[1] (soft).soft_timeout: got 9000, {tail}",
+        f"steps[2] (capped).retries.max_delay: got 9000, {tail}",
+        f"steps[3] (backoff).retries.max_delay: got 20000 (its retries wait up to "
+        f"8000s), {tail}",
+        f"steps[4] (jitter).retries.max_delay: got 8000 (its retries wait up to 7800s), "
+        f"{tail}",
+    ]
+
+
+def test_what_stays_below_the_visibility_timeout_is_accepted(tw: Any) -> None:
+    wf = tw.workflows.register(Workflow(unique("under"), (
+        Step("a", "wf.record", soft_timeout=7000, timeout=7199),
+        # a cap the backoff never reaches: 1 s, then 2 s
+        Step("b", "wf.record", retries=RetryPolicy(max_retries=2, base_delay=1,
+                                                   max_delay=100_000)),
+        # never retries: its delays do not matter
+        Step("c", "wf.record", retries=RetryPolicy(max_retries=0, base_delay=9000,
+                                                   max_delay=9000)),
+    )))
+    assert [s.name for s in wf.steps] == ["a", "b", "c"]
+
+
+def test_a_file_with_a_step_past_the_visibility_timeout_is_refused(tw: Any,
+                                                                    tmp_path: Path) -> None:
+    name, path = unique("slow"), tmp_path / "slow.yaml"
+    path.write_text(f"name: {name}\nsteps:\n  - name: crunch\n    task: wf.record\n"
+                    "    timeout: 10800\n")
+    with pytest.raises(InvalidInput, match=r"steps\[0\] \(crunch\)\.timeout: got 10800, "
+                                           r"expected seconds below visibility_timeout"):
+        tw.workflows.register(path)
+    assert name not in {n for n, _, _ in tw.workflows.definitions()}  # nothing stored
