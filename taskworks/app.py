@@ -46,8 +46,10 @@ class TaskworksTask(Task):  # type: ignore[misc]
     taskworks_options: dict[str, Any] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.runtime is None or self.request.called_directly:
+        if self.request.called_directly:
             return super().__call__(*args, **kwargs)  # a plain function call
+        if self.runtime is None:  # opted out, or runs the chain itself (workflow steps)
+            return self.run(*args, **kwargs)
         return self.runtime.execute(self, args, kwargs, self.run)
 
     def apply_async(

@@ -100,22 +100,31 @@ class DeadLetterStore:
         return row
 
     def replay(self, tw: Taskworks, letter_ids: list[int]) -> dict[int, str]:
-        """Submit each letter again; returns {letter id: new task id}. All ids must exist."""
+        """Submit each letter again; returns {letter id: new task id}. All ids must exist.
+
+        The letter of a workflow step (or map-reduce partition) resumes its run instead:
+        the failed steps run again, with their inputs from the run (the id returned is
+        the run's)."""
         letters = [self.get(i) for i in letter_ids]  # refuse before sending anything
         replayed: dict[int, str] = {}
         for letter in letters:
-            queue = letter.queue if letter.queue in tw.queue_names() else None
-            result = tw.submit(letter.name, letter.args or [], letter.kwargs or {},
-                               queue=queue, headers={REPLAY_HEADER: letter.task_id})
+            run_id = tw.workflows.resume_for_task(letter.task_id)
+            if run_id is not None:
+                again = run_id
+            else:
+                queue = letter.queue if letter.queue in tw.queue_names() else None
+                again = tw.submit(letter.name, letter.args or [], letter.kwargs or {},
+                                  queue=queue, headers={REPLAY_HEADER: letter.task_id}).id
             with self.store.session() as session:
                 row = session.get(DeadLetter, letter.id)
                 assert row is not None
                 row.replay_count += 1
                 row.replayed_at = datetime.now(UTC)
-                row.replay_task_id = result.id
-            replayed[letter.id] = result.id
+                row.replay_task_id = again
+            replayed[letter.id] = again
             log.info("dead letter replayed", letter=letter.id, task=letter.name,
-                     original=letter.task_id, replay=result.id)
+                     original=letter.task_id, replay=again,
+                     resumed_run=run_id is not None)
         return replayed
 
     def replay_matching(self, tw: Taskworks, flt: DeadLetterFilter, limit: int = 1000

@@ -460,6 +460,8 @@ class OutcomeGuard(Middleware):
         return float(visibility) < held
 
     def before_task(self, ctx: TaskContext) -> None:
+        if getattr(ctx.task, "is_workflow_step", False):
+            return  # a step's state in its run says whether it ended (workflows/engine.py)
         if self._every_task is None:
             self._every_task = self.reserved_may_outlive_visibility(ctx.task.app.conf)
         if not self._every_task and not ctx.redelivered and not ctx.task.request.retries:

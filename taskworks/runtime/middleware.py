@@ -130,16 +130,29 @@ def defer(task: Any, countdown: float, reason: BaseException | None = None) -> R
     """Re-send the running task to run after ``countdown`` seconds WITHOUT spending a retry
     (a rate limit, a duplicate still running, an open breaker): raise what this returns
     from before_task. ``reason`` (e.g. BreakerOpen) is what the journal and RETRY show."""
-    request = task.request
-    retries = request.retries or 0
-    request.retries = retries - 1  # Task.retry sends retries + 1: the count stays as it was
-    try:
-        deferral: Retry = task.retry(exc=reason, countdown=countdown, max_retries=None,
-                                     throw=False)
-    finally:
-        request.retries = retries
+    own = getattr(task, "defer", None)
+    if callable(own):  # a task with its own way to defer (a workflow step: engine.py)
+        deferral: Retry = own(countdown, reason)
+    else:
+        request = task.request
+        retries = request.retries or 0
+        request.retries = retries - 1  # Task.retry sends retries + 1: the count stays
+        try:
+            deferral = task.retry(exc=reason, countdown=countdown, max_retries=None,
+                                  throw=False)
+        finally:
+            request.retries = retries
     deferral.taskworks_deferred = True  # journaled as "deferred", even raised from a body
     return deferral
+
+
+def requeue_message(cause: BaseException, delay: float = REQUEUE_DELAY) -> Reject:
+    """What to raise so that a message whose work could not be recorded goes back to its
+    queue instead of being acknowledged (after ``delay``: an outage is not a hot loop)."""
+    time.sleep(delay)
+    reject = Reject(cause, requeue=True)
+    reject.__cause__ = cause
+    return reject
 
 
 class Runtime:
@@ -159,6 +172,14 @@ class Runtime:
                 return middleware
         raise LookupError(kind.__name__)
 
+    def with_inserted(self, middleware: Middleware, after: type[Middleware]) -> list[Middleware]:
+        """The chain with ``middleware`` right after the first of kind ``after`` (for one
+        execution: a workflow step's recorder)."""
+        chain = list(self.middlewares)
+        index = next((i + 1 for i, m in enumerate(chain) if isinstance(m, after)), len(chain))
+        chain.insert(index, middleware)
+        return chain
+
     def option_names(self) -> frozenset[str]:
         return frozenset().union(*(m.options for m in self.middlewares))
 
@@ -166,30 +187,37 @@ class Runtime:
         for middleware in self.middlewares:
             middleware.validate(task_name, options)
 
-    def _each(self, hook: str, *args: Any) -> None:
-        for middleware in self.middlewares:
+    @staticmethod
+    def _each(chain: list[Middleware], hook: str, *args: Any) -> None:
+        for middleware in chain:
             try:
                 getattr(middleware, hook)(*args)
             except Exception:
                 log.exception("middleware hook failed", middleware=type(middleware).__name__,
                               hook=hook)
 
-    def _record(self, hook: str, ctx: TaskContext) -> None:
+    def _record(self, chain: list[Middleware], hook: str, ctx: TaskContext) -> None:
         """Run a hook that records the outcome: a recording middleware that fails because
         the store or the broker is down requeues the message (it raises Reject)."""
-        for middleware in self.middlewares:
+        for middleware in chain:
             try:
                 getattr(middleware, hook)(ctx)
             except Exception as exc:
                 if middleware.records_outcome and isinstance(exc, INFRASTRUCTURE_ERRORS):
-                    self._requeue(ctx, exc, f"{type(middleware).__name__}.{hook}")
+                    self._requeue(chain, ctx, exc, f"{type(middleware).__name__}.{hook}")
                 log.exception("middleware hook failed", middleware=type(middleware).__name__,
                               hook=hook)
 
-    def _requeue(self, ctx: TaskContext, cause: BaseException, where: str) -> None:
+    def _requeue(self, chain: list[Middleware], ctx: TaskContext, cause: BaseException,
+                 where: str) -> None:
         """The outcome could not be recorded: put the message back (never acknowledge
         it), so that the task runs again and its outcome is recorded once."""
         reason = OutcomeNotRecorded(f"{where}: {type(cause).__name__}: {cause}"[:500])
+        if ctx.acted:
+            # what the outcome set in motion is sent already: a requeue would repeat it
+            log.error("outcome recorded only in part; the message is acknowledged",
+                      task=ctx.name, task_id=ctx.task_id, error=str(reason))
+            return
         if not getattr(ctx.task, "acks_late", False):
             # the message was acknowledged before the task ran: nothing can bring it back
             log.error("outcome not recorded and the message is already acknowledged "
@@ -199,10 +227,9 @@ class Runtime:
         log.error("outcome not recorded: message requeued, the task runs again",
                   task=ctx.name, task_id=ctx.task_id, error=str(reason))
         failure, ctx.exc = ctx.exc, reason
-        self._each("on_requeued", ctx)
+        self._each(chain, "on_requeued", ctx)
         ctx.exc = failure
-        time.sleep(self.requeue_delay)
-        raise Reject(reason, requeue=True) from cause
+        raise requeue_message(reason, self.requeue_delay) from cause
 
     def context(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> TaskContext:
         request = task.request
@@ -217,45 +244,52 @@ class Runtime:
 
     def execute(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                 body: Callable[..., Any]) -> Any:
-        ctx = self.context(task, args, kwargs)
+        return self.run(self.context(task, args, kwargs), lambda: body(*args, **kwargs))
+
+    def run(self, ctx: TaskContext, body: Callable[[], Any],
+            chain: list[Middleware] | None = None) -> Any:
+        """The chain around ``body`` for the attempt ``ctx`` describes (``chain``: this
+        runtime's middlewares, or a variant of them from ``with_inserted``)."""
+        chain = self.middlewares if chain is None else chain
         in_body = False
         try:
-            for middleware in self.middlewares:
+            for middleware in chain:
                 middleware.before_task(ctx)
                 if ctx.answered:
                     break
             if not ctx.answered:
                 in_body = True
-                ctx.result = body(*args, **kwargs)
+                ctx.result = body()
         except Retry as retry:
             if not in_body or getattr(retry, "taskworks_deferred", False):
-                self._deferred(ctx, retry)  # a hook (or the body) deferred it: see defer
+                self._deferred(chain, ctx, retry)  # a hook (or the body) deferred it: defer
             else:  # the body asked Celery for a retry (self.retry, autoretry_for)
-                self._retried_by_body(ctx, retry)
+                self._retried_by_body(chain, ctx, retry)
             raise
         except Reject as rejected:
             if in_body and not rejected.requeue and isinstance(rejected.reason,
                                                                INFRASTRUCTURE_ERRORS):
                 # Celery's Task.retry could not publish the retry and would drop the
                 # message (Reject(requeue=False)): requeue it instead
-                self._requeue(ctx, rejected.reason, "retry publish")
+                self._requeue(chain, ctx, rejected.reason, "retry publish")
             raise  # the task steered Celery itself
         except Ignore:
             raise  # the task steered Celery itself
         except Exception as exc:
-            self._fail(ctx, exc)
+            self._fail(chain, ctx, exc)
         ctx.finish()
-        self._record("after_success", ctx)
+        self._record(chain, "after_success", ctx)
         return ctx.result
 
-    def _deferred(self, ctx: TaskContext, retry: Retry) -> None:
+    def _deferred(self, chain: list[Middleware], ctx: TaskContext, retry: Retry) -> None:
         # hooks that acted in before_task (a breaker's probe, a lock) undo it here
         ctx.exc = retry.exc if isinstance(retry.exc, BaseException) else None
         ctx.acted = True
         ctx.finish()
-        self._each("on_deferred", ctx)
+        self._each(chain, "on_deferred", ctx)
 
-    def _retried_by_body(self, ctx: TaskContext, retry: Retry) -> None:
+    def _retried_by_body(self, chain: list[Middleware], ctx: TaskContext,
+                         retry: Retry) -> None:
         # Celery already sent the retry: recording it can fail, never undo it
         ctx.exc = retry.exc if isinstance(retry.exc, BaseException) else retry
         ctx.traceback = "".join(traceback.format_exception(ctx.exc))
@@ -266,15 +300,15 @@ class Runtime:
             ctx.retry_in = max(0.0, (when - datetime.now(when.tzinfo or UTC)).total_seconds())
         ctx.acted = True
         ctx.finish()
-        self._each("on_retry", ctx)
+        self._each(chain, "on_retry", ctx)
 
-    def _fail(self, ctx: TaskContext, exc: Exception) -> None:
+    def _fail(self, chain: list[Middleware], ctx: TaskContext, exc: Exception) -> None:
         ctx.exc = exc
         ctx.traceback = "".join(traceback.format_exception(exc))
         ctx.finish()
-        self._each("after_failure", ctx)
+        self._each(chain, "after_failure", ctx)
         if ctx.retry_in is not None:
-            self._record("on_retry", ctx)
+            self._record(chain, "on_retry", ctx)
             try:
                 # max_retries=None: our policy decided; Celery must not apply its own limit
                 retry = ctx.task.retry(exc=exc, countdown=ctx.retry_in, max_retries=None,
@@ -282,18 +316,18 @@ class Runtime:
             except Reject as rejected:  # Celery could not publish the retry
                 cause = rejected.reason if isinstance(rejected.reason, BaseException) \
                     else rejected
-                self._requeue(ctx, cause, "retry publish")
+                self._requeue(chain, ctx, cause, "retry publish")
                 raise
             raise retry
         ctx.exhausted_reason = ctx.exhausted_reason or "failed"
-        self._record("on_exhausted", ctx)
+        self._record(chain, "on_exhausted", ctx)
         if isinstance(exc, MemoryError):
             raise TaskMemoryError(str(exc) or "MemoryError") from exc
         raise exc
 
     def revoked(self, ctx: TaskContext) -> None:
         ctx.finish()
-        self._each("on_revoked", ctx)
+        self._each(self.middlewares, "on_revoked", ctx)
 
     def shutdown(self) -> None:
-        self._each("on_worker_shutdown")
+        self._each(self.middlewares, "on_worker_shutdown")

@@ -159,7 +159,8 @@ class WorkflowStepRun(Base):
     attempt: Mapped[int] = mapped_column(default=1)
     tries: Mapped[int] = mapped_column(default=0)
     token: Mapped[str | None] = mapped_column(String(36))
-    task_id: Mapped[str | None] = mapped_column(String(TASK_ID_LENGTH))
+    #: the Celery id it last ran under; indexed: a dead letter's replay finds its run
+    task_id: Mapped[str | None] = mapped_column(String(TASK_ID_LENGTH), index=True)
     dispatched: Mapped[bool] = mapped_column(default=False)
     skip_reason: Mapped[str | None] = mapped_column(String(32))
     queued_at: Mapped[datetime | None]

@@ -177,6 +177,14 @@ class Workflows:
     def definitions(self) -> list[tuple[str, int, datetime]]:
         return self.engine.runs.definitions()
 
+    def resume_for_task(self, task_id: str) -> str | None:
+        """Resume the run whose step ran as ``task_id`` (its dead letter is replayed);
+        the run's id, or None when no step ran under that id."""
+        run_id = self.engine.runs.run_of_task(task_id)
+        if run_id is not None:
+            self.run(run_id).retry()
+        return run_id
+
     def recover(self) -> dict[str, int]:
         """The recovery sweep, now (beat runs it every 30 s)."""
         return self.engine.sweep()

@@ -26,16 +26,15 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from celery.exceptions import Ignore, Reject, Retry
-
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
-from taskworks.runtime.middleware import defer
-from taskworks.runtime.retry import RetryPolicy
-from taskworks.workflows.admission import StepGuards
+from taskworks.runtime.dlq import DeadLetterMiddleware
+from taskworks.runtime.middleware import INFRASTRUCTURE_ERRORS, TaskContext, requeue_message
+from taskworks.runtime.retry import RedeliveryLimitExceeded, RetryPolicy
 from taskworks.workflows.conditions import Predicates, evaluate
 from taskworks.workflows.model import SkipReason, StepState, Workflow
 from taskworks.workflows.state import Dispatch, Outcome, RunStore, keep, now
+from taskworks.workflows.step_runtime import StepHandle, StepRecorder, describe
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
@@ -53,10 +52,6 @@ TIME_LIMIT_GRACE = 30.0
 #: entries kept by each of the process's caches of runs and definitions (a map-reduce
 #: job registers a definition of its own, so they would grow without one)
 CACHE_BOUND = 10_000
-
-
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 class WorkflowEngine:
@@ -144,38 +139,38 @@ class WorkflowEngine:
 
     # -- running a step (inside the wrapper task) ----------------------------------
     def execute(self, wrapper: Any, run_id: str, name: str, token: str) -> dict[str, Any]:
+        """Run one step message: take the step, then its task's chain around its body."""
         request = wrapper.request
         ignored = {"run": run_id, "step": name, "state": "ignored"}
         try:
-            workflow, version, run_input = self.runs.run_info(run_id)
-            wf = self.definition(workflow, version)
-            step = wf.step(name)
-        except (InvalidInput, KeyError):
-            log.warning("workflow step message for an unknown run or step", run=run_id,
-                        step=name)
-            return ignored  # a stray message (its run deleted): nothing to run
-        keep(self._run_workflows, run_id, (workflow, version), CACHE_BOUND)
-        redelivered = bool((request.delivery_info or {}).get("redelivered"))
-        # a retry of this wrapper after an infrastructure error (the store went away
-        # between the body and its record) finds its step still RUNNING under its own
-        # token: it takes it again, like a redelivery, instead of leaving it stuck
-        retried = bool(request.retries)
-        started = self.runs.start_step(run_id, name, token,
-                                       redelivered=redelivered or retried,
-                                       celery_id=request.id, depends_on=step.depends_on)
+            try:
+                workflow, version, run_input = self.runs.run_info(run_id)
+                wf = self.definition(workflow, version)
+                step = wf.step(name)
+            except (InvalidInput, KeyError):
+                log.warning("workflow step message for an unknown run or step", run=run_id,
+                            step=name)
+                return ignored  # a stray message (its run deleted): nothing to run
+            keep(self._run_workflows, run_id, (workflow, version), CACHE_BOUND)
+            # a redelivery (its worker died), or a message requeued because the store was
+            # down, finds its step RUNNING under its own token: it takes it again; so
+            # does a retry of the wrapper sent before this release
+            retaken = bool((request.delivery_info or {}).get("redelivered")) \
+                or bool(request.retries)
+            started = self.runs.start_step(run_id, name, token, redelivered=retaken,
+                                           celery_id=request.id, depends_on=step.depends_on)
+        except INFRASTRUCTURE_ERRORS as exc:  # the store is down: come back, lose nothing
+            log.warning("workflow step could not start; message requeued", run=run_id,
+                        step=name, error=describe(exc))
+            raise requeue_message(exc) from exc
         if started is None:
             return ignored
-        task = self.tw.app.tasks.get(step.task)
-        policy = step.retries or self._task_policy(step.task, task)
 
         def finish(state: StepState, **kw: Any) -> dict[str, Any]:
             outcome = self.act(self.runs.finish_step(wf, run_id, name, token, state, **kw))
             return {"run": run_id, "step": name, "state": state.value,
                     "applied": outcome.applied}
 
-        if started.tries > policy.max_retries + 1:
-            return finish(StepState.FAILED, error=f"delivered {started.tries} times (its "
-                          f"worker died each time); max_retries is {policy.max_retries}")
         deps = started.dependencies
         for dep in () if step.run_if_failed else step.depends_on:
             state, reason, _ = deps[dep]
@@ -188,52 +183,51 @@ class WorkflowEngine:
                  or deps[dep][0] == StepState.SUCCEEDED.value]
         document = {"input": run_input, "params": dict(step.params),
                     "results": {dep: deps[dep][2] for dep in shown}}
-        guards: StepGuards | None = None
+        condition_error: Exception | None = None
         try:
             if step.when is not None and not evaluate(step.when, document, self.predicates):
                 return finish(StepState.SKIPPED, skip_reason=SkipReason.CONDITION)
+        except Exception as exc:  # a condition that cannot be evaluated fails the step
+            condition_error = exc
+        return self._run_step(wrapper, wf, run_id, name, token, started.tries,
+                              {"input": run_input, "results": document["results"],
+                               **step.params}, condition_error, finish)
+
+    def _run_step(self, wrapper: Any, wf: Workflow, run_id: str, name: str, token: str,
+                  tries: int, kwargs: dict[str, Any], condition_error: Exception | None,
+                  finish: Any) -> dict[str, Any]:
+        step = wf.step(name)
+        task = self.tw.app.tasks.get(step.task)
+        options = dict(getattr(task, "taskworks_options", {}) or {})
+        policy = step.retries or self._task_policy(step.task, task)
+        options["retry_policy"] = policy
+
+        def body() -> Any:
+            if condition_error is not None:
+                raise condition_error
+            if tries > policy.max_retries + 1:
+                raise RedeliveryLimitExceeded(
+                    f"step {name!r} of run {run_id} was delivered {tries} times (its "
+                    f"worker died each time); max_retries is {policy.max_retries}")
             if task is None:
                 raise LookupError(f"task {step.task!r} is not registered in this worker")
-            kwargs = {"input": run_input, "results": document["results"], **step.params}
-            guards = StepGuards(task, wrapper, step.task, kwargs, started.tries)
-            try:
-                guards.admit()
-            except Retry as deferral:  # its breaker is open or its rate limit spent
-                guards = None
-                return self._defer(wrapper, run_id, name, token, deferral)
             result = task.run(**kwargs)
             json.dumps(result)  # the result goes to a JSON column and to dependents
-        except (Retry, Ignore, Reject):
-            if guards is not None:
-                guards.withdrawn()  # the body steered Celery itself: no outcome to report
-            raise
-        except Exception as exc:
-            if guards is not None:
-                guards.failed(exc)
-            if policy.retryable(exc) and started.tries <= policy.max_retries:
-                if not self.runs.requeue(run_id, name, token, describe(exc)):
-                    return ignored
-                log.warning("workflow step retry", run=run_id, step=name, tries=started.tries,
-                            error=describe(exc))
-                raise wrapper.retry(countdown=policy.delay(started.tries - 1),
-                                    max_retries=None) from exc
-            log.warning("workflow step failed", run=run_id, step=name, error=describe(exc))
-            return finish(StepState.FAILED, error=describe(exc))
-        guards.succeeded(result)
-        return finish(StepState.SUCCEEDED, result=result)
+            return result
 
-    def _defer(self, wrapper: Any, run_id: str, name: str, token: str,
-               deferral: Retry) -> dict[str, Any]:
-        """Back to QUEUED without spending a try, then the message re-sent after the
-        countdown (in that order: the re-sent message must find its step QUEUED)."""
-        reason = deferral.exc if isinstance(deferral.exc, BaseException) else None
-        if not self.runs.defer(run_id, name, token,
-                               f"deferred: {describe(reason)}" if reason else "deferred"):
-            return {"run": run_id, "step": name, "state": "ignored"}
-        countdown = float(deferral.when or 0)  # what the guard asked (admission.py)
-        log.info("workflow step deferred", run=run_id, step=name,
-                 reason=describe(reason) if reason else None, countdown=round(countdown, 3))
-        raise defer(wrapper, countdown, reason)
+        handle = StepHandle(
+            wrapper,
+            requeue=lambda error: self.runs.requeue(run_id, name, token, error),
+            give_back=lambda reason: self.runs.defer(run_id, name, token, reason))
+        recorder = StepRecorder(finish)
+        request = wrapper.request
+        ctx = TaskContext(
+            task=handle, task_id=request.id or "", name=step.task,
+            queue=(request.delivery_info or {}).get("routing_key"), args=(), kwargs=kwargs,
+            attempt=tries, options=options, hostname=request.hostname)
+        runtime = self.tw.runtime
+        runtime.run(ctx, body, runtime.with_inserted(recorder, after=DeadLetterMiddleware))
+        return recorder.answer or {"run": run_id, "step": name, "state": "ignored"}
 
     def _task_policy(self, name: str, task: Any) -> RetryPolicy:
         options = getattr(task, "taskworks_options", {}) or {}

@@ -535,6 +535,13 @@ class RunStore:
         return [(r[0], r[1], r[2], r[3] or "", r[4], aware(r[5]) or now()) for r in rows]
 
     # -- reading ---------------------------------------------------------------------
+    def run_of_task(self, task_id: str) -> str | None:
+        """The run of the step that last ran under this Celery task id, if any."""
+        with self.store.session() as session:
+            found: str | None = session.scalar(
+                select(Steps.run_id).where(Steps.task_id == task_id).limit(1))
+        return found
+
     def run_row(self, run_id: str) -> WorkflowRun:
         with self.store.session() as session:
             row = session.get(Runs, run_id)

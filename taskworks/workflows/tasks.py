@@ -5,22 +5,23 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows.engine import STEP_TASK, SWEEP_TASK
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
 
-#: the wrapper's own policy only covers infrastructure errors (store or broker down):
-#: a step's failures are decided by the step's policy inside the wrapper
-WRAPPER_POLICY = RetryPolicy(max_retries=100, base_delay=1.0, max_delay=60.0)
 SWEEP_EVERY = 30.0
 
 
 def register(tw: Taskworks) -> None:
-    @tw.task(name=STEP_TASK, bind=True, retry_policy=WRAPPER_POLICY)
+    @tw.task(name=STEP_TASK, bind=True)
     def _workflow_step(self: Any, run_id: str, step: str, token: str) -> dict[str, Any]:
         return tw.workflows.engine.execute(self, run_id, step, token)
+
+    # the wrapper has no chain of its own: the engine runs the step task's chain around
+    # the step (workflows/step_runtime.py), and a worker start must not adopt it either
+    _workflow_step.runtime = None
+    _workflow_step.taskworks = False
 
     sweep_queue = "scheduled" if "scheduled" in tw.settings.queues else tw.settings.default_queue
 

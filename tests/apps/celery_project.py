@@ -21,6 +21,8 @@ BROKER = os.environ["TASKWORKS_BROKER_URL"]
 app = Celery("proj", broker=BROKER, backend=BROKER)
 app.conf.task_acks_late = os.environ.get("PROJ_ACKS_LATE", "1") == "1"
 app.conf.worker_prefetch_multiplier = 1
+if os.environ.get("PROJ_TRANSPORT") == "taskworks":  # the README's opt-in line
+    app.conf.broker_transport = "taskworks.broker.transport:Transport"
 if "PROJ_VISIBILITY_TIMEOUT" in os.environ:
     app.conf.broker_transport_options = {
         "visibility_timeout": int(os.environ["PROJ_VISIBILITY_TIMEOUT"])}

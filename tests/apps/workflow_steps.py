@@ -60,6 +60,28 @@ def register(tw: Taskworks) -> None:
         r.rpush(key, label)
         return label
 
+    @tw.task(name="wf.idempotent_add", idempotent=True, retry_policy=NO_RETRY)
+    def idempotent_add(input: Any = None, results: dict[str, Any] | None = None,
+                       amount: int = 0) -> int:
+        """Counts its calls: a second call with the same input is answered from the
+        stored result and never gets here."""
+        client().incr("wf:idempotent_add:calls")
+        return int((input or {}).get("x", 0)) + amount
+
+    @tw.task(name="wf.fail_when_full")
+    def fail_when_full(input: Any = None, results: dict[str, Any] | None = None,
+                       label: str = "") -> str:
+        """Its first run waits until the broker refuses writes (the test sets a tiny
+        maxmemory), then fails, so its retry cannot be published; later runs succeed."""
+        r = redis.Redis.from_url(tw.settings.effective_broker_url, decode_responses=True)
+        if r.set("wf:full:started", 1, nx=True):
+            deadline = time.monotonic() + 30
+            while r.config_get("maxmemory")["maxmemory"] == "0" \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise ConnectionError(f"{label} fails while the broker is full")
+        return label
+
     @tw.task(name="wf.kill_once", retry_policy=RetryPolicy(max_retries=2))
     def kill_once(input: Any = None, results: dict[str, Any] | None = None,
                   label: str = "", key: str = "wf:order") -> str:

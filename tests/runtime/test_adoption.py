@@ -13,6 +13,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from taskworks import keys
 from taskworks.store.tables import DeadLetter, JournalEntry
 from tests.support.wait import wait_for
 from tests.support.workers import ROOT, WorkerProcess
@@ -123,3 +124,19 @@ def test_adoption_leaves_celery_canvas_tasks_and_plain_calls_alone(project: Any)
     assert adopt_tasks(project.app, project.tw.runtime) == []  # once only
     assert project.add(2, 2) == 4  # a direct call is the plain function, no chain
     assert project.add.apply(args=(1, 1)).get() == 2
+
+
+def test_adopted_app_opts_into_the_atomic_take_transport(
+    project: Any, store: Any, redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """The README's one line: the project's workers take messages with taskworks' Lua
+    take (and wake tokens); the project's clients keep kombu's transport."""
+    start_worker(QUEUES, app_path=PROJECT, celery_cli=True, env={"PROJ_TRANSPORT": "taskworks"})
+    assert project.add.delay(20, 22).get(timeout=30) == 42
+    assert _states(store, "proj.add", 1) == ["success"]
+    # what only taskworks' take does: an entry that is not kombu's JSON is set aside,
+    # where kombu's BRPOP would pop it and lose it
+    redis_client.lpush("celery", "not a kombu message")
+    wait_for(lambda: redis_client.lrange(keys.UNDELIVERABLE, 0, -1) == ["not a kombu message"],
+             what="the stray entry set aside")

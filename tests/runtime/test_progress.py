@@ -48,6 +48,7 @@ from taskworks.cli.watch import watch
 from tests.apps.sample import tw
 
 task_id, timeout, tty = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "tty"
+print("ready", file=sys.stderr, flush=True)
 sys.exit(watch(tw.app, task_id, interval=0.05, timeout=timeout,
                console=Console(force_terminal=tty, width=100)))
 """
@@ -210,14 +211,20 @@ def test_watch_bar_follows_the_steps_on_a_terminal(
     tw: Any, start_worker: Callable[..., WorkerProcess]
 ) -> None:
     start_worker()
-    # 4 s of steps: the watcher is a new interpreter, whose start takes a second or two on
-    # a loaded machine, and must still see some steps
-    task = tw.submit("tests.stepper", [8, 0.5])
-    done = run_watch(task.id, tty=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    # submit only once the watcher (a new interpreter, slow to start on a loaded machine)
+    # is watching, so that it sees the steps
+    task_id = str(uuid.uuid4())
+    watcher = subprocess.Popen(python(WATCHER, task_id, "30", "tty"), cwd=ROOT,
+                               env={**os.environ, "NO_COLOR": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert watcher.stderr is not None
+    assert watcher.stderr.readline().strip() == "ready"
+    tw.submit("tests.stepper", [8, 0.5], task_id=task_id)
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, out + err
     # the live bar was redrawn with the task's own status while it ran
-    assert any(f"step {k}" in done.stdout for k in range(1, 8)), done.stdout
-    assert "100.0%" in done.stdout
+    assert any(f"step {k}" in out for k in range(1, 8)), out
+    assert "100.0%" in out
 
 
 def test_taskworks_watch_command(tw: Any, start_worker: Callable[..., WorkerProcess]) -> None:
