@@ -42,7 +42,7 @@ from taskworks.runtime.middleware import Middleware, TaskContext
 from taskworks.runtime.redact import Redactor
 from taskworks.settings import JournalSettings
 from taskworks.store.engine import Store
-from taskworks.store.tables import DeadLetter, JournalEntry
+from taskworks.store.tables import JOURNAL_ONE_END, DeadLetter, JournalEntry
 
 log = get_logger("taskworks.journal")
 
@@ -154,6 +154,8 @@ class JournalWriter:
         self._flushing = threading.Lock()  # one write at a time
         #: rows the database refused on their own: logged and dropped
         self.rejected_rows = 0
+        #: ends of a task that another copy of it had recorded already (JOURNAL_ONE_END)
+        self.second_ends = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -210,7 +212,7 @@ class JournalWriter:
             self._pid = os.getpid()
             self._pending = {}  # a forked child must not write its parent's rows
             self._dropped = _Numbers()
-            self._added = self.rejected_rows = 0
+            self._added = self.rejected_rows = self.second_ends = 0
             self._flushing = threading.Lock()  # the parent's may have been held at fork
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="taskworks-journal",
@@ -280,10 +282,19 @@ class JournalWriter:
                 del self._pending[number]
 
     def _reject(self, number: int, row: dict[str, Any], exc: BaseException) -> None:
+        second_end = JOURNAL_ONE_END in str(getattr(exc, "orig", exc)) or (
+            "UNIQUE constraint failed: journal.task_id" in str(exc))
         with self._lock:
             del self._pending[number]
             self._dropped.add(number)
-            self.rejected_rows += 1
+            if second_end:
+                self.second_ends += 1
+            else:
+                self.rejected_rows += 1
+        if second_end:  # another copy of the task ended it first: one end per task
+            log.info("a second end of the task not recorded (another copy ended it)",
+                     task_id=row.get("task_id"), task=row.get("name"), state=row.get("state"))
+            return
         # never the arguments: they may hold what redaction missed
         log.error("journal row refused by the database; dropped", task_id=row.get("task_id"),
                   task=row.get("name"), state=row.get("state"), error=_cause(exc))

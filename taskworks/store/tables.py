@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: every task id column: a workflow step with a timeout runs under "<32 hex>.<step name>",
@@ -48,10 +48,21 @@ class Report(Base):
     body: Mapped[dict[str, Any]]
 
 
+#: one end (a ``success`` or ``failure`` row) per task id in the journal: two copies of a
+#: task (a publish the broker took but never confirmed, a worker killed between a retry's
+#: publish and its acknowledgement) may both run; the database records one end
+JOURNAL_ONE_END = "uq_journal_one_end"
+ENDS = "state IN ('success', 'failure')"
+
+
 class JournalEntry(Base):
     """One attempt of one task: what ran, where, with what, and how it ended."""
 
     __tablename__ = "journal"
+    __table_args__ = (
+        Index(JOURNAL_ONE_END, "task_id", unique=True, sqlite_where=text(ENDS),
+              postgresql_where=text(ENDS)),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(String(TASK_ID_LENGTH), index=True)

@@ -314,3 +314,29 @@ def test_a_dead_letter_of_a_step_with_nul_bytes_is_stored(database_url: str) -> 
     # the arguments as given, for a replay: the json column keeps a NUL as \u0000
     assert (letter.args, letter.kwargs) == (["a\x00b"], {"k": "v\x00"})
     store.dispose()
+
+
+def test_a_task_ends_once_in_the_journal(database_url: str, writers: list[JournalWriter],
+                                         logged: Lines) -> None:
+    """Two copies of one task that both end it (a publish the broker took but never
+    confirmed, then requeued): one end row per task id (migration 0007), the second is
+    dropped as a second end, not as a bad row; retries and deferrals are not ends."""
+    store = Store(database_url)
+    upgrade(store)
+    writer = make_writer(store, writers)
+    twice = uuid.uuid4().hex
+    for values in (row(twice, state="retry"), row(twice, attempt=2), row(),
+                   row(twice, attempt=2, state="deferred"), row(twice, attempt=2)):
+        writer.add(values)
+    writer.flush()
+    assert [(r.task_id == twice, r.state) for r in stored(store)] == [
+        (True, "retry"), (True, "success"), (False, "success"), (True, "deferred")]
+    assert (writer.second_ends, writer.rejected_rows) == (1, 0)
+    assert [f["task_id"] for f in logged.about("a second end of the task")] == [twice]
+    # a later flush (the second copy finishing after the first was written) alike
+    writer.add(row(twice, state="failure", attempt=3))
+    writer.flush()
+    assert writer.second_ends == 2
+    assert [r.state for r in stored(store) if r.task_id == twice] == [
+        "retry", "success", "deferred"]
+    store.dispose()
