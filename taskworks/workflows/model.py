@@ -295,15 +295,50 @@ def workflow_from_dict(data: Any, source: str = "workflow") -> Workflow:
     )
 
 
+#: a definition (file, or API body) larger than this is refused before parsing
+MAX_DEFINITION_BYTES = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load's loader, refusing anchors and aliases while composing, before any
+    object is built: ten aliases of ten aliases, five deep, turn 415 bytes into a
+    million-item definition (megabytes once stored as JSON)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # an alias is a NodeEvent carrying the anchor it refers to
+        if self.check_event(yaml.NodeEvent) and self.current_event.anchor is not None:
+            anchor, mark = self.current_event.anchor, self.current_event.start_mark
+            # no mark object: its text is a multi-line excerpt, the error is one line
+            raise yaml.composer.ComposerError(
+                None, None, f"anchors and aliases (&{anchor}, *{anchor}) are not allowed, "
+                f"line {mark.line + 1} column {mark.column + 1}: write the value out")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML data, as ``yaml.safe_load`` (data only) but refusing anchors and aliases
+    (yaml.YAMLError) and a text over MAX_DEFINITION_BYTES (InvalidInput)."""
+    if len(text) > MAX_DEFINITION_BYTES:
+        raise InvalidInput("YAML", f"{len(text):,} characters",
+                           f"at most {MAX_DEFINITION_BYTES:,}")
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506  (a SafeLoader)
+
+
 def load_file(path: str | Path) -> Workflow:
-    """A workflow from a .yaml/.yml or .json file (YAML through safe_load: data only)."""
+    """A workflow from a .yaml/.yml or .json file (YAML through load_yaml: data only,
+    no aliases); a file over MAX_DEFINITION_BYTES is refused without reading it all."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as file:
+            raw = file.read(MAX_DEFINITION_BYTES + 1)
     except OSError as exc:
         raise InvalidInput("FILE", str(p), f"a readable file ({exc.strerror})") from None
+    if len(raw) > MAX_DEFINITION_BYTES:
+        raise InvalidInput("FILE", str(p), f"a definition of at most "
+                           f"{MAX_DEFINITION_BYTES:,} bytes")
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        text = raw.decode()
+        data = json.loads(text) if p.suffix == ".json" else load_yaml(text)
+    except (ValueError, yaml.YAMLError) as exc:  # ValueError: JSON, UTF-8
         raise InvalidInput("FILE", str(p), f"valid YAML or JSON ({exc})") from None
     return workflow_from_dict(data, source=p.name)

@@ -23,7 +23,7 @@ from taskworks.api.models import (
     WorkflowSummary,
 )
 from taskworks.errors import InvalidInput
-from taskworks.workflows.model import Workflow, workflow_from_dict
+from taskworks.workflows.model import Workflow, load_yaml, workflow_from_dict
 
 router = APIRouter(tags=["workflows"])
 
@@ -54,7 +54,7 @@ def _parse(raw: bytes, content_type: str) -> Any:
         raise InvalidInput("body", f"{len(raw)} bytes", f"at most {MAX_DEFINITION_BYTES}")
     try:
         text = raw.decode()
-        return yaml.safe_load(text) if "yaml" in content_type else json.loads(text)
+        return load_yaml(text) if "yaml" in content_type else json.loads(text)
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         kind = "YAML" if "yaml" in content_type else "JSON"
         raise InvalidInput("body", raw[:200].decode("utf-8", "replace"),
