@@ -183,10 +183,15 @@ class Taskworks:
             options["task_id"] = task_id
         if headers:
             options["headers"] = headers
-        if dedupe_key is not None:
-            return self._submit_deduped(task, list(args), kwargs or {}, options,
-                                        dedupe_key, dedupe_ttl)
-        result: AsyncResult = task.apply_async(args=list(args), kwargs=kwargs or {}, **options)
+        args = list(args)
+        try:
+            if dedupe_key is not None:
+                return self._submit_deduped(task, args, kwargs or {}, options,
+                                            dedupe_key, dedupe_ttl)
+            result: AsyncResult = task.apply_async(args=args, kwargs=kwargs or {}, **options)
+        except TypeError as exc:  # Celery checks the call against the task's signature
+            raise InvalidInput("args", {"args": args, "kwargs": kwargs or {}},
+                               f"arguments {name} accepts ({exc})") from exc
         return result
 
     def _submit_deduped(self, task: Any, args: list[Any], kwargs: dict[str, Any],

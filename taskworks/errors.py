@@ -17,7 +17,8 @@
     │   └── HttpRejected     any other 4xx: the request itself is wrong, never retried
     ├── TaskMemoryError      a task raised MemoryError; its pool child is recycled after it
     └── InvalidInput         a caller passed a value outside what an API accepts
-        └── WorkflowInvalid  a workflow definition: every problem, with its location
+        ├── WorkflowInvalid  a workflow definition: every problem, with its location
+        └── NotSubmittable   a task ``api.submittable_tasks`` keeps from remote clients
 
 Each message names the field, the value and what was expected, so a CLI can print it
 as is and exit 2.
@@ -176,3 +177,21 @@ class OutcomeNotRecorded(TaskworksError):
     """A task's outcome (its dead letter, its journal row, its retry message) could not be
     recorded because the store or the broker failed: the message is requeued instead of
     acknowledged, so the task runs again and its outcome is recorded once."""
+
+
+class NotSubmittable(InvalidInput):
+    """The task exists (or may) but the setting ``setting`` (``api.submittable_tasks``)
+    does not let a remote client send it (taskworks/submission.py). An InvalidInput, so an
+    adapter that does not map it still answers 4xx (the API maps it to 403)."""
+
+    def __init__(self, task: str, patterns: list[str], field: str = "task",
+                 setting: str = "api.submittable_tasks",
+                 env: str = "TASKWORKS_API__SUBMITTABLE_TASKS") -> None:
+        self.patterns = list(patterns)
+        self.setting = setting
+        super().__init__(
+            field, task,
+            f"a task {setting} allows (now {self.patterns!r}; 'taskworks.*' and 'celery.*' "
+            f"tasks only through a glob with that prefix): add {task!r} to {setting} "
+            f"(env {env}) to allow it")
+        self.args = (task, self.patterns, field, setting, env)  # see InvalidInput

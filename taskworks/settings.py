@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     field_validator,
@@ -47,6 +48,10 @@ DEFAULT_ROUTES = {
     "tasks.priority.*": "priority",
     "tasks.scheduled.*": "scheduled",
 }
+
+#: what a REST API client may submit by name: every task of yours and the health check
+#: (the rule, and why built-ins need their own pattern: taskworks/submission.py)
+DEFAULT_SUBMITTABLE_TASKS = ["*", "taskworks.monitoring.health_check"]
 
 BROKER_SCHEMES = broker_urls.SCHEMES
 DATABASE_DRIVERS = ("sqlite", "postgresql")
@@ -293,6 +298,31 @@ class ApiSettings(_Strict):
     #: bearer token for /api/* and the dashboard's login; required to bind a
     #: non-loopback address (env TASKWORKS_API_TOKEN). Never printed.
     token: SecretStr | None = Field(default_factory=_api_token_from_env)
+    #: seconds a dashboard login lasts: the cookie and its server-side session (Redis)
+    #: expire together; logging out ends the session at once
+    session_ttl: int = Field(default=12 * 3600, ge=1)
+    #: POST /login attempts allowed per client address per ``login_window`` seconds,
+    #: counted in Redis (every API process shares them); more get a 429
+    login_attempts: int = Field(default=5, ge=1)
+    login_window: int = Field(default=60, ge=1)
+    #: origins (``https://host[:port]``) other than the server's own whose pages may send
+    #: state-changing requests: only needed behind a proxy that rewrites the Host header
+    trusted_origins: list[str] = Field(default_factory=list)
+    #: task-name globs a client may submit (POST /api/tasks). ``taskworks.*`` and
+    #: ``celery.*`` tasks match only a glob starting with that prefix: "*" is your tasks
+    submittable_tasks: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SUBMITTABLE_TASKS))
+
+
+class HttpCallSettings(_Strict):
+    """Where the built-in task ``taskworks.http_call`` may connect: public addresses only
+    unless allowed here (its URL is the submitter's choice; taskworks/tasks/http_guard.py)."""
+
+    #: True: any address, loopback and private networks included (no check at all)
+    allow_private_networks: bool = False
+    #: non-public networks it may reach all the same (CIDR or one address), such as an
+    #: internal API's ``10.20.0.0/16``
+    allowed_networks: list[IPvAnyNetwork] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -347,6 +377,7 @@ class Settings(BaseSettings):
     databases: dict[str, str] = Field(default_factory=dict)
     autoscale: AutoscaleSettings = Field(default_factory=AutoscaleSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    http_call: HttpCallSettings = Field(default_factory=HttpCallSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,5 @@
-"""What every request handler needs: the Taskworks app, a Redis client, the token."""
+"""What every request handler needs: the Taskworks app, a Redis client, the token and
+the ``api`` settings."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import Depends, Request
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
+    from taskworks.settings import ApiSettings
 
 #: how many ids of tasks submitted through this API are remembered (see ``submitted``)
 REMEMBERED_IDS = 10_000
@@ -23,6 +25,8 @@ class ApiContext:
     #: None: no authentication (the server then only binds loopback)
     token: str | None
     client: redis.Redis
+    #: session lifetime, login rate limit, trusted origins
+    settings: ApiSettings
     #: ids this process submitted: Celery cannot tell a queued task from an unknown id,
     #: so these are known (PENDING) before any worker has seen them
     _submitted: OrderedDict[str, None] = field(default_factory=OrderedDict)

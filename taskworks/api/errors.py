@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from starlette.concurrency import run_in_threadpool
 
 from taskworks.api.context import get_context
-from taskworks.errors import InvalidInput, StoreNotMigrated, WorkflowInvalid
+from taskworks.errors import InvalidInput, NotSubmittable, StoreNotMigrated, WorkflowInvalid
 from taskworks.store.schema_check import not_migrated
 
 
@@ -51,6 +51,14 @@ def invalid_input_body(exc: InvalidInput) -> dict[str, Any]:
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidInput)
     return JSONResponse(invalid_input_body(exc), status_code=422)
+
+
+async def _not_submittable(request: Request, exc: Exception) -> JSONResponse:
+    # not a malformed request but a refusal: 403, in the shape of the 422s
+    assert isinstance(exc, NotSubmittable)
+    body = invalid_input_body(exc)
+    body["detail"][0].update(type="not_submittable", setting=exc.setting)
+    return JSONResponse(body, status_code=403)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -93,6 +101,7 @@ async def _store_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(NotSubmittable, _not_submittable)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StoreNotMigrated, _not_migrated)
     for store_error in (SQLAlchemyOperationalError, ProgrammingError):

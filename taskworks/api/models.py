@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,8 +139,9 @@ class DeadLetterFilters(Strict):
 
 
 class Replay(Strict):
-    ids: list[int] = Field(default_factory=list, max_length=1000,
-                           description="dead letters to replay")
+    # ids bounded like the path's letter id: a larger int overflows the store's INTEGER
+    ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
+        default_factory=list, max_length=1000, description="dead letters to replay")
     all: bool = Field(default=False, description="every letter matching the filters instead")
     filters: DeadLetterFilters = Field(default_factory=DeadLetterFilters)
 

@@ -22,6 +22,7 @@ from taskworks.errors import ConfigError
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
+    from taskworks.settings import ApiSettings
 
 MIN_TOKEN_LENGTH = 16
 
@@ -48,20 +49,23 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def make_server(tw: Taskworks, host: str | None = None, port: int | None = None,
-                token: str | None = None, log_level: str = "warning") -> uvicorn.Server:
+                token: str | None = None, log_level: str = "warning",
+                settings: ApiSettings | None = None) -> uvicorn.Server:
     """A uvicorn.Server for ``tw`` (not started). Host, port and token default to the
-    ``api`` settings. Run it with ``server.run()`` (blocks; fine in a thread: uvicorn only
-    installs signal handlers in the main thread); stop it with ``should_exit = True``."""
+    ``api`` settings (``settings``, else ``tw.settings.api``). Run it with
+    ``server.run()`` (blocks; fine in a thread: uvicorn only installs signal handlers in
+    the main thread); stop it with ``should_exit = True``."""
     from taskworks.api.app import create_app
 
-    settings = tw.settings.api
+    settings = settings or tw.settings.api
     host = host or settings.host
     port = port or settings.port
     if token is None and settings.token is not None:
         token = settings.token.get_secret_value()
     check_bind(host, token or None)
-    config = uvicorn.Config(create_app(tw, token), host=host, port=port, log_level=log_level,
-                            access_log=False, server_header=False, proxy_headers=False)
+    config = uvicorn.Config(create_app(tw, token, settings=settings), host=host, port=port,
+                            log_level=log_level, access_log=False, server_header=False,
+                            proxy_headers=False)
     return uvicorn.Server(config)
 
 

@@ -8,6 +8,11 @@ its own circuit breaker (``http:<host>:<port>``, settings' defaults, only
 HttpUnavailable counts): while it is open, calls to that host are deferred without
 touching it. Pass ``breaker=False`` to go without, or ``breaker="name"`` to share one.
 
+The task connects to public addresses only: a host that resolves to a loopback, private,
+link-local or otherwise non-public address raises HttpRejected before any connection,
+unless ``http_call.allow_private_networks`` or ``http_call.allowed_networks`` allow it
+(http_guard.py). ``http_request`` applies the same check when given those settings.
+
 Returns ``{"status", "headers", "url", "json"}`` for a JSON body, ``"text"`` otherwise.
 """
 
@@ -24,12 +29,17 @@ import httpx
 from taskworks.errors import HttpRejected, HttpUnavailable, InvalidInput
 from taskworks.runtime.progress import progress
 from taskworks.runtime.retry import RetryPolicy
+from taskworks.tasks.http_guard import AddressRefused, GuardedTransport
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
+    from taskworks.settings import HttpCallSettings
 
 HTTP_CALL = "taskworks.http_call"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: how a refusal says what to change
+ALLOW_HINT = ("to allow it, add its network to http_call.allowed_networks "
+              "(TASKWORKS_HTTP_CALL__ALLOWED_NETWORKS) or set http_call.allow_private_networks")
 #: characters of a failed response's body kept in the error
 EXCERPT_CHARS = 300
 #: the seed's policy for resilient_api_call, retrying only what may succeed later
@@ -94,12 +104,26 @@ def check_call(url: object, method: object, timeout: object) -> str:
 
 def http_request(url: str, method: str = "GET", *, headers: dict[str, str] | None = None,
                  params: dict[str, Any] | None = None, json: Any = None,
-                 data: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    """One attempt: the answer as a dict, or HttpUnavailable / HttpRejected."""
+                 data: str | None = None, timeout: float = 30.0,
+                 guard: HttpCallSettings | None = None) -> dict[str, Any]:
+    """One attempt: the answer as a dict, or HttpUnavailable / HttpRejected.
+
+    ``guard`` (the task passes ``tw.settings.http_call``) refuses non-public addresses
+    the settings do not allow; None connects anywhere, for URLs your own code chose.
+    """
     method = check_call(url, method, timeout)
+    transport = None if guard is None or guard.allow_private_networks \
+        else GuardedTransport(guard.allowed_networks)
     try:
-        response = httpx.request(method, url, headers=headers, params=params, json=json,
-                                 content=data, timeout=timeout, follow_redirects=True)
+        with httpx.Client(transport=transport, timeout=timeout,
+                          follow_redirects=True) as client:
+            response = client.request(method, url, headers=headers, params=params,
+                                      json=json, content=data)
+    except AddressRefused as exc:
+        raise HttpRejected(method, url, None,
+                           f"refused before connecting: {exc}; {ALLOW_HINT}") from exc
+    except httpx.InvalidURL as exc:
+        raise InvalidInput("url", url, f"a valid http(s) URL ({exc})") from exc
     except httpx.TimeoutException as exc:
         raise HttpUnavailable(method, url, None,
                               f"timed out after {timeout}s ({type(exc).__name__})") from exc
@@ -137,6 +161,6 @@ def register(tw: Taskworks) -> None:
         verb = check_call(url, method, timeout)
         progress(0, 2, f"{verb} {url}")
         answer = http_request(url, verb, headers=headers, params=params, json=json,
-                              data=data, timeout=timeout)
+                              data=data, timeout=timeout, guard=tw.settings.http_call)
         progress(1, 2, f"HTTP {answer['status']}")
         return answer

@@ -11,14 +11,16 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
+from starlette.concurrency import run_in_threadpool
 
-from taskworks.api.auth import COOKIE, has_session, session_value, token_matches
+from taskworks.api.auth import COOKIE, has_session, token_matches
 from taskworks.api.context import ApiContext, get_context
 from taskworks.api.models import ID_PATTERN
+from taskworks.api.sessions import close_session, login_retry_after, open_session
 from taskworks.errors import InvalidInput
 
 HERE = Path(__file__).parent
@@ -33,8 +35,8 @@ PAGES = {"overview": "/", "runs": "/workflows", "jobs": "/jobs", "datasets": "/d
 
 
 def _logged_in(request: Request) -> bool:
-    token = get_context(request).token
-    return token is None or has_session(request, token)
+    ctx = get_context(request)
+    return ctx.token is None or has_session(request, ctx)
 
 
 def _page(request: Request, template: str, **values: Any) -> Response:
@@ -118,31 +120,49 @@ def datasets(request: Request) -> Response:
 def login_form(request: Request) -> Response:
     if get_context(request).token is None:
         return RedirectResponse("/", status_code=303)
-    return templates.TemplateResponse(request, "login.html", {"error": None})
+    return templates.TemplateResponse(request, "login.html", {})
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
-    token = get_context(request).token
+    """The login form's script posts here (with the cross-site guard's header, like every
+    write): 303 to / with a new session's cookie; a wrong token or too many attempts is
+    a JSON ``detail`` the script shows."""
+    ctx = get_context(request)
+    token = ctx.token
     if token is None:
         return RedirectResponse("/", status_code=303)
+    settings = ctx.settings
+    # counted before the token is compared, per client address: uvicorn runs with
+    # proxy_headers off, so this is the peer's address, which a client cannot forge
+    address = request.client.host if request.client else "unknown"
+    wait = await run_in_threadpool(login_retry_after, ctx.client, address,
+                                   settings.login_attempts, settings.login_window)
+    if wait is not None:
+        return JSONResponse({"detail": f"too many login attempts; try again in {wait} s"},
+                            status_code=429, headers={"Retry-After": str(wait)})
     # a form of one field: parsed here rather than adding python-multipart
     form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
     given = (form.get("token") or [""])[0]
     if not token_matches(given, token):
-        return templates.TemplateResponse(request, "login.html",
-                                          {"error": "That token is not valid."},
-                                          status_code=401)
+        return JSONResponse({"detail": "That token is not valid."}, status_code=401)
+    session_id = await run_in_threadpool(open_session, ctx.client, token,
+                                         settings.session_ttl)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", max_age=12 * 3600)
+    response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=settings.session_ttl)
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    """Ends the session server-side: its cookie, kept or copied, no longer works."""
+    ctx = get_context(request)
+    cookie = request.cookies.get(COOKIE)
+    if ctx.token is not None and cookie:
+        close_session(ctx.client, ctx.token, cookie)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE)
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict")
     return response
 
 

@@ -8,18 +8,24 @@ from typing import Any
 import httpx
 
 from taskworks.api.server import make_server
+from taskworks.settings import ApiSettings
 from tests.support.postgres import free_port
 from tests.support.wait import wait_for
 
 TOKEN = "test-token-0123456789abcdef"
+#: what every API client sends on a write (taskworks/api/csrf.py)
+GUARD = {"X-Taskworks": "1"}
 
 
 class ApiServer:
-    def __init__(self, tw: Any, token: str | None = None) -> None:
+    def __init__(self, tw: Any, token: str | None = None, **settings: Any) -> None:
+        """``settings``: ``api`` settings to change (session_ttl=2, login_attempts=3...)."""
         self.port = free_port()
         self.token = token
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = make_server(tw, "127.0.0.1", self.port, token=token)
+        api = tw.settings.api.model_copy(update=settings) if settings else None
+        assert api is None or isinstance(api, ApiSettings)
+        self.server = make_server(tw, "127.0.0.1", self.port, token=token, settings=api)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> ApiServer:
@@ -31,8 +37,10 @@ class ApiServer:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def client(self, token: str | None = "default") -> httpx.Client:
-        """An HTTP client; with the server's token unless another (or None) is given."""
+    def client(self, token: str | None = "default", *, guard: bool = True) -> httpx.Client:
+        """An HTTP client; with the server's token unless another (or None) is given, and
+        the cross-site guard's header unless ``guard`` is false."""
         chosen = self.token if token == "default" else token
         headers = {"Authorization": f"Bearer {chosen}"} if chosen else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers={**headers, **(GUARD if guard else {})},
+                            timeout=30)

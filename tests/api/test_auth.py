@@ -14,7 +14,7 @@ import pytest
 from taskworks.api.auth import COOKIE
 from taskworks.api.server import check_bind, make_server
 from taskworks.errors import ConfigError
-from tests.api.server import TOKEN, ApiServer
+from tests.api.server import GUARD, TOKEN, ApiServer
 from tests.support.workers import ROOT
 
 
@@ -39,26 +39,26 @@ def test_wrong_token_is_401_and_the_right_one_works(api_server: ApiServer) -> No
 
 
 def test_dashboard_login_sets_a_session_cookie(api_server: ApiServer) -> None:
-    with httpx.Client(base_url=api_server.url) as browser:
+    with httpx.Client(base_url=api_server.url, headers=GUARD) as browser:
         assert browser.get("/").status_code == 303  # to the login page
         assert browser.get("/login").status_code == 200
         wrong = browser.post("/login", data={"token": "not the token"})
         assert wrong.status_code == 401
         assert COOKIE not in browser.cookies
-        assert "not valid" in wrong.text
+        assert "not valid" in wrong.json()["detail"]
         right = browser.post("/login", data={"token": TOKEN})
         assert right.status_code == 303
         session = browser.cookies[COOKIE]
-        assert TOKEN not in session  # an HMAC of it, not the token
+        assert TOKEN not in session  # a random session id, not the token
         assert "httponly" in right.headers["set-cookie"].lower()
         assert "samesite=strict" in right.headers["set-cookie"].lower()
         assert browser.get("/").status_code == 200
         assert browser.get("/api/queues").status_code == 200
         # changing something with the cookie needs the header a cross-site form cannot send
         body = {"name": "no.such.task"}
-        assert browser.post("/api/tasks", json=body).status_code == 401
         assert browser.post("/api/tasks", json=body,
-                            headers={"X-Taskworks": "1"}).status_code == 422
+                            headers={"X-Taskworks": ""}).status_code == 403
+        assert browser.post("/api/tasks", json=body).status_code == 422
         browser.post("/logout")
         assert browser.get("/api/queues").status_code == 401
 

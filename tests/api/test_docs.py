@@ -1,7 +1,7 @@
 """/docs (Swagger UI) loads its script, style sheet and icon from the API itself, never
-from a CDN: it works on a machine without internet and runs no third-party script. It
-needs no token, like /openapi.json. There is no /redoc (its script fetches a logo from
-cdn.redoc.ly)."""
+from a CDN: it works on a machine without internet and runs no third-party script. With
+a token set it needs the token (or a dashboard session), like /openapi.json
+(test_sessions.py). There is no /redoc (its script fetches a logo from cdn.redoc.ly)."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def _urls(html: str) -> list[str]:
 @pytest.mark.parametrize("page", sorted(ASSETS))
 def test_the_page_loads_only_local_files_and_they_are_served(api_server: ApiServer,
                                                              page: str) -> None:
-    with api_server.client(token=None) as anonymous:  # no token needed, as for the schema
-        response = anonymous.get(page)
+    with api_server.client() as client:
+        response = client.get(page)
         assert response.status_code == 200
         html = response.text
         assert "://" not in html, html  # no absolute URL of any origin, no CDN
@@ -52,7 +52,7 @@ def test_the_page_loads_only_local_files_and_they_are_served(api_server: ApiServ
         assert set(ASSETS[page]) <= names, urls
         for url in urls:
             assert re.match("/[^/]", url), url  # a path on this server
-            served = anonymous.get(url)
+            served = client.get(url)
             assert served.status_code == 200, url
             name = url.rsplit("/", 1)[-1]
             if name == "openapi.json":
@@ -65,12 +65,12 @@ def test_the_page_loads_only_local_files_and_they_are_served(api_server: ApiServ
 
 
 def test_swagger_ui_oauth2_redirect_is_served_locally(api_server: ApiServer) -> None:
-    with api_server.client(token=None) as anonymous:
-        response = anonymous.get("/docs/oauth2-redirect")
+    with api_server.client() as client:
+        response = client.get("/docs/oauth2-redirect")
         assert response.status_code == 200
         assert "://" not in response.text
 
 
 def test_there_is_no_redoc_page(api_server: ApiServer) -> None:
-    with api_server.client(token=None) as anonymous:
-        assert anonymous.get("/redoc").status_code == 404
+    with api_server.client() as client:
+        assert client.get("/redoc").status_code == 404

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.api.server import TOKEN, ApiServer
+from tests.api.server import GUARD, TOKEN, ApiServer
 
 #: slow by design (waits its timeout for workers to answer): tested in test_resources.py.
 #: The dataset upload (POST /api/datasets) is not skipped: generated bodies (raw text and
@@ -22,7 +22,9 @@ EXAMPLES = 8
 
 @pytest.fixture
 def schema(api_server: ApiServer) -> Any:
-    return schemathesis.openapi.from_url(f"{api_server.url}/openapi.json")
+    # the schema itself needs the token when one is set
+    return schemathesis.openapi.from_url(f"{api_server.url}/openapi.json",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 def test_no_operation_answers_5xx(schema: Any, api_server: ApiServer) -> None:
@@ -32,7 +34,7 @@ def test_no_operation_answers_5xx(schema: Any, api_server: ApiServer) -> None:
             "POST /api/workflows", "GET /api/runs/{run_id}", "POST /api/datasets",
             "DELETE /api/datasets/{name}", "POST /api/jobs", "GET /api/jobs/{job_id}/result",
             "POST /api/jobs/{job_id}/retry"} <= labels
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    headers = {"Authorization": f"Bearer {TOKEN}", **GUARD}
     failures: list[str] = []
     statuses: list[int] = []
     tested = 0

@@ -115,3 +115,13 @@ def test_an_unknown_task_id_is_a_404(api: httpx.Client) -> None:
         response = api.get(f"/api/tasks/no-such-task-id{path}")
         assert response.status_code == 404, path
         assert "no-such-task-id" in response.json()["detail"]
+
+
+def test_a_call_the_task_cannot_take_is_a_422_naming_the_arguments(api: Any) -> None:
+    """Celery checks the arguments against the task's signature before sending: a 422,
+    not a 500 (found by reading the code)."""
+    response = api.post("/api/tasks", json={"name": "tests.echo", "args": [], "kwargs": {}})
+    assert response.status_code == 422, response.text
+    [entry] = response.json()["detail"]
+    assert entry["field"] == "args"
+    assert "tests.echo" in entry["expected"]

@@ -23,14 +23,18 @@ from taskworks.api.models import (
 from taskworks.errors import InvalidInput
 from taskworks.runtime import journal
 from taskworks.runtime.progress import Progress
+from taskworks.submission import check_submittable
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
 TaskId = Annotated[str, Path(pattern=ID_PATTERN, description="the Celery task id")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskSubmitted)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskSubmitted,
+             responses={403: {"description": "api.submittable_tasks does not allow the task"}})
 def submit(body: TaskSubmit, ctx: Ctx) -> TaskSubmitted:
-    """Send a registered task by name (through ``tw.submit``)."""
+    """Send a registered task by name (through ``tw.submit``), if ``api.submittable_tasks``
+    allows it: by default every task of yours, no built-in but the health check."""
+    check_submittable(ctx.settings, body.name)  # the api settings this server runs with
     limit = ctx.tw.settings.visibility_timeout
     if body.countdown is not None and body.countdown >= limit:
         # the Redis transport would redeliver it every visibility_timeout: duplicates

@@ -23,6 +23,7 @@ from taskworks.api.models import (
     WorkflowSummary,
 )
 from taskworks.errors import InvalidInput
+from taskworks.submission import check_submittable
 from taskworks.workflows.model import Workflow, load_yaml, workflow_from_dict
 
 router = APIRouter(tags=["workflows"])
@@ -125,6 +126,8 @@ async def register(request: Request, ctx: Ctx) -> WorkflowDefinition:
     data = _parse(await request.body(), request.headers.get("content-type", ""))
     wf = workflow_from_dict(data)
     _check_sizes(wf)
+    for i, step in enumerate(wf.steps):  # a step runs its task: the same rule as /api/tasks
+        check_submittable(ctx.settings, step.task, field=f"steps[{i}] ({step.name}).task")
     # the store is synchronous: off the event loop
     return _definition(await run_in_threadpool(ctx.tw.workflows.register, wf))
 

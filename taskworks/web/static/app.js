@@ -54,10 +54,13 @@ function setLive(ok) {
   if (dot) dot.className = ok ? "live ok" : "live down";
 }
 
+const GUARD = {"X-Taskworks": "1"};
+
 async function api(path, options) {
   const opts = Object.assign({credentials: "same-origin"}, options || {});
-  // the cookie session needs this header on anything that changes state (CSRF guard)
-  opts.headers = Object.assign({"X-Taskworks": "1"}, opts.body ? {"Content-Type": "application/json"} : {}, opts.headers || {});
+  // the server refuses any write without this header: a page on another site cannot
+  // send it (docs/security.md, "Cross-site requests")
+  opts.headers = Object.assign({}, GUARD, opts.body ? {"Content-Type": "application/json"} : {}, opts.headers || {});
   const response = await fetch(path, opts);
   if (response.status === 401) {
     window.location.assign("/login");
@@ -511,14 +514,56 @@ function datasetsPage() {
   poll(refresh, 5000);
 }
 
+// -- login and logout --------------------------------------------------------------------
+// Both are posted by script so that they carry the guard header like every other write;
+// redirect "manual": the session cookie is set or cleared, then this page navigates.
+async function post(path, body) {
+  return fetch(path, {method: "POST", credentials: "same-origin", redirect: "manual",
+    headers: Object.assign({}, GUARD, body ? {"Content-Type": "application/x-www-form-urlencoded"} : {}), body});
+}
+
+function loginPage() {
+  const form = document.getElementById("login-form");
+  const error = document.getElementById("login-error");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const response = await post("/login", new URLSearchParams(new FormData(form)));
+      if (response.type === "opaqueredirect" || response.ok) {
+        window.location.assign("/");
+        return;
+      }
+      const body = (response.headers.get("content-type") || "").includes("json") ? await response.json() : null;
+      error.textContent = (body && body.detail) || `login failed (${response.status})`;
+    } catch (e) {
+      error.textContent = `login failed: ${e.message}`;
+    }
+    error.hidden = false;
+  });
+}
+
+function logoutButton() {
+  const form = document.querySelector("form.logout");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      await post("/logout");
+    } finally {
+      window.location.assign("/login");
+    }
+  });
+}
+
 const PAGES = {
-  "overview": overviewPage, "journal": journalPage, "dead letters": dlqPage,
+  "login": loginPage, "overview": overviewPage, "journal": journalPage, "dead letters": dlqPage,
   "breakers": breakersPage, "autoscale": autoscalePage, "datasets": datasetsPage,
   "jobs": () => (document.body.dataset.job ? jobPage() : jobsPage()),
   "runs": () => (document.body.dataset.run ? runPage() : workflowsPage()),
 };
 
 document.addEventListener("DOMContentLoaded", () => {
+  logoutButton();
   const start = PAGES[document.body.dataset.page];
   if (start) start();
 });
