@@ -89,6 +89,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # longer than the visibility timeout itself
             "unacked_restore_interval": restore_interval(settings.visibility_timeout),
             "unacked_restore_throttle": 1,
+            # the lock one sweeper holds while it restores; kombu keeps it 300 s, so a
+            # worker SIGKILLed mid-sweep stopped every restore for five minutes. Each
+            # message is restored in its own WATCH transaction, so a sweep that outlives
+            # the lock and overlaps the next one restores nothing twice
+            "unacked_mutex_expire": 2 * restore_interval(settings.visibility_timeout) + 5,
             "priority_steps": list(range(MAX_PRIORITY + 1)),
         },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},

@@ -35,7 +35,7 @@ for _name in list(os.environ):
     if _name.startswith("TASKWORKS_") and _name not in {
         "TASKWORKS_BROKER_URL", "TASKWORKS_DATA_DIR", "TASKWORKS_DATABASE_URL",
         "TASKWORKS_LOG_LEVEL", "TASKWORKS_TEST_POSTGRES_URL", "TASKWORKS_SOAK_TASKS",
-        "TASKWORKS_SOAK_RAW_KILLS",
+        "TASKWORKS_SOAK_RAW_KILLS", "TASKWORKS_SOAK_OUTAGE_TASKS",
     }:
         del os.environ[_name]
 
@@ -47,6 +47,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def broker_url() -> str:
     return _SERVER.url
+
+
+@pytest.fixture(scope="session")
+def embedded_broker() -> EmbeddedBroker:
+    """This process's Valkey, for a test that restarts it (tests/soak/test_soak_outages.py):
+    ``stop()`` then ``start()`` serve the same port and data dir, whose append-only file
+    brings every key back. The test must leave it running."""
+    return _BROKER
 
 
 @pytest.fixture
