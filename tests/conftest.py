@@ -107,6 +107,20 @@ def postgres_url() -> Iterator[str]:
     server.destroy()
 
 
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresServer]:
+    """A migrated PostgreSQL of the test's own: stopping it (a store outage, injected
+    for real) disturbs no other test."""
+    from taskworks.store.engine import Store
+    from taskworks.store.migrate import upgrade
+
+    server = PostgresServer()
+    server.start()
+    upgrade(Store(server.url))
+    yield server
+    server.destroy()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of each kind the store supports."""

@@ -37,16 +37,6 @@ def project(tw: Any) -> Any:
     return celery_project
 
 
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own: stopping it disturbs nobody else."""
-    server = PostgresServer()
-    server.start()
-    upgrade(Store(server.url))
-    yield server
-    server.destroy()
-
-
 def _states(store: Store, name: str) -> list[str]:
     with store.session() as session:
         return [row.state for row in session.scalars(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,6 @@ from taskworks import keys
 from taskworks.broker.embedded import EmbeddedBroker
 from taskworks.runtime.dlq import DeadLetterStore
 from taskworks.store.engine import Store
-from taskworks.store.migrate import upgrade
 from tests.soak import harness
 from tests.soak.harness import STALLED_AFTER, WORKER_ENV, Chaos
 from tests.support.postgres import PostgresServer
@@ -56,16 +55,6 @@ BROKER_DOWN_ERRORS = frozenset({"ConnectionError", "TimeoutError", "BusyLoadingE
 #: wrote one of its rows at most this long before it died (the main soak exempts every
 #: task a later-killed process touched: in a short run, nearly all of them)
 KILL_WINDOW = 2.0
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own: stopping it disturbs nobody else."""
-    server = PostgresServer()
-    server.start()
-    upgrade(Store(server.url))
-    yield server
-    server.destroy()
 
 
 @dataclass
