@@ -40,6 +40,17 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
+#: long tests (a minute or more each): started first, so that the other test process is
+#: not left idle at the end while one of them runs alone. Not the outage soak: it
+#: restarts its process's broker, and the fewer tests of that process that come after
+#: it, the fewer can meet a connection the restart left stale
+LONGEST = ("tests/soak/test_soak.py", "tests/bench/test_harness.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not any(part in item.nodeid for part in LONGEST))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     _BROKER.stop()
 

@@ -60,8 +60,12 @@ def probe_database(tw: Taskworks) -> dict[str, Any]:
 
 
 def probe_workers(tw: Taskworks, timeout: float = 1.0) -> list[str]:
-    """Hostnames of the workers that answer a broadcast ping (Celery remote control)."""
-    replies = tw.app.control.ping(timeout=timeout) or []
+    """Hostnames of the workers that answer a broadcast ping (Celery remote control).
+
+    On a connection of its own: a pooled one may be dead since the broker restarted
+    (kombu's broadcast does not reconnect), and the probe must report what is, not fail."""
+    with tw.app.connection_for_write() as connection:
+        replies = tw.app.control.ping(timeout=timeout, connection=connection) or []
     return sorted(name for reply in replies for name in reply)
 
 

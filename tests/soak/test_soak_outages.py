@@ -152,6 +152,9 @@ def test_outage_soak_store_and_broker_outages_on_top_of_kills(
             time.sleep(0.3)
     finally:
         outages.end()
+        # this process's pooled broker connections died with the restart: later tests
+        # of the process get fresh ones (what Celery does for a forked child)
+        tw.app._after_fork()
     chaos_ended = time.monotonic()
     settle = time.monotonic() + 3 * float(WORKER_ENV["TASKWORKS_VISIBILITY_TIMEOUT"]) + 10
     while not _idle(redis_client) and time.monotonic() < settle:
