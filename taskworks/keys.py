@@ -98,11 +98,11 @@ def rate_limit(name: str, task_id: str) -> tuple[str, str, str]:
 #: the running supervisor's latest status (JSON, expires when the supervisor stops)
 AUTOSCALE_STATUS = PREFIX + "autoscale:status"
 
-#: dashboard sessions (api/sessions.py): one key per live login, named by an HMAC of the
+#: dashboard sessions (taskworks/sessions.py): one key per live login, named by an HMAC of the
 #: cookie's random id with the API token (Redis never holds a usable cookie, and a new
 #: token ends every session); expires with the session, deleted by logout
 API_SESSION = PREFIX + "api:session:"
-#: login attempts per client address in the current window (api/sessions.py)
+#: login attempts per client address in the current window (taskworks/sessions.py)
 API_LOGIN_ATTEMPTS = PREFIX + "api:login-attempts:"
 
 

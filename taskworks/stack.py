@@ -64,6 +64,8 @@ class Stack:
     supervisor: Supervisor | None = None
     _supervising: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
+    #: set by the signal handlers of catch_signals; None: they are not installed yet
+    _stop_requested: bool | None = None
 
     def start(self) -> RunningServer | None:
         server = None
@@ -143,18 +145,24 @@ class Stack:
             self.broker.stop()
             log.info("broker stopped")
 
-    def wait_until_signalled(self) -> None:
-        """Block until SIGINT or SIGTERM; report children that exit meanwhile."""
-        stop = False
+    def catch_signals(self) -> None:
+        """From now on SIGINT and SIGTERM ask for a stop (``wait_until_signalled`` ends).
+        Call it before anything tells the user the stack runs: a stop sent right after
+        the banner must find these handlers, not Python's default (seen: a hung stop)."""
+        self._stop_requested = False
 
         def request_stop(_signum: int, _frame: object) -> None:
-            nonlocal stop
-            stop = True
+            self._stop_requested = True
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
+
+    def wait_until_signalled(self) -> None:
+        """Block until SIGINT or SIGTERM; report children that exit meanwhile."""
+        if self._stop_requested is None:
+            self.catch_signals()
         reported: set[str] = set()
-        while not stop:
+        while not self._stop_requested:
             for name, code in self.exited().items():
                 if name not in reported:
                     log.error("process exited", process=name, returncode=code)

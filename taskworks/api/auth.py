@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from taskworks.api import sessions
+from taskworks import sessions
 from taskworks.api.context import ApiContext, get_context
 
 COOKIE = "taskworks_session"

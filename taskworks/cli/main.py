@@ -200,6 +200,7 @@ def up(
     recorder = recorder_for(tw)
     stack = Stack(settings, app_spec=app, with_beat=beat, on_change=recorder.record,
                   on_status=recorder.publish)
+    stack.catch_signals()  # before the start and its banner: a stop right after is clean
     try:
         server = stack.start()
         if api_thread is not None:

@@ -20,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from taskworks.api.auth import COOKIE, has_session, token_matches
 from taskworks.api.context import ApiContext, get_context
 from taskworks.api.models import ID_PATTERN
-from taskworks.api.sessions import close_session, login_retry_after, open_session
 from taskworks.errors import InvalidInput
+from taskworks.sessions import close_session, login_retry_after, open_session
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(env=Environment(
