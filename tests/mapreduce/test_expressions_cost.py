@@ -23,7 +23,8 @@ from taskworks.mapreduce.expressions import (
     MAX_NODES,
     Expression,
 )
-from taskworks.mapreduce.functions import TransformRules
+from taskworks.mapreduce.functions.params import TransformationParams
+from taskworks.mapreduce.functions.transformation import transform
 from taskworks.mapreduce.registry import FunctionRegistry
 from tests.support.workers import ROOT
 
@@ -99,9 +100,10 @@ def test_huge_texts_are_refused_before_they_are_built() -> None:
 def test_a_refused_item_fails_under_its_field_naming_the_limit() -> None:
     code = """
 import json
-from taskworks.mapreduce.functions import TransformRules
-rules = TransformRules.parse({"calculated_fields": {"big": "x ** y", "ok": "x + 1"}})
-out, errors = rules.apply({"x": 4000000, "y": 4000000})
+from taskworks.mapreduce.functions.params import TransformationParams
+from taskworks.mapreduce.functions.transformation import transform
+rules = TransformationParams.parse({"calculated_fields": {"big": "x ** y", "ok": "x + 1"}})
+out, errors = transform(rules, {"x": 4000000, "y": 4000000})
 print(json.dumps([out, errors]))
 """
     out, errors = isolated(code)
@@ -157,8 +159,8 @@ def test_ordinary_expressions_still_work(source: str, expected: Any) -> None:
 
 
 def test_transformation_still_computes() -> None:
-    rules = TransformRules.parse({"calculated_fields": {
+    rules = TransformationParams.parse({"calculated_fields": {
         "total": "price * qty", "label": "upper(name) + '-' + str(qty)"}})
-    out, errors = rules.apply({"price": 2.5, "qty": 4, "name": "ab"})
+    out, errors = transform(rules, {"price": 2.5, "qty": 4, "name": "ab"})
     assert errors == []
     assert (out["total"], out["label"]) == (10.0, "AB-4")

@@ -10,18 +10,20 @@ from __future__ import annotations
 import pytest
 
 from taskworks.errors import InvalidInput
-from taskworks.mapreduce.functions import MAX_PATTERN_LENGTH, ValidationRules
+from taskworks.mapreduce.functions.params import MAX_PATTERN_LENGTH, ValidationParams
+from taskworks.mapreduce.functions.validation import rule_errors
 from taskworks.mapreduce.registry import FunctionRegistry
 from tests.mapreduce.test_expressions_cost import isolated
 
 #: the errors of one item of 5,000 'a' and a 'c' against each pattern of argv[1]
 MATCH = """
 import json, sys
-from taskworks.mapreduce.functions import ValidationRules
+from taskworks.mapreduce.functions.params import ValidationParams
+from taskworks.mapreduce.functions.validation import rule_errors
 out = []
 for regex in json.loads(sys.argv[1]):
-    rules = ValidationRules.parse({"patterns": {"s": regex}})
-    out.append(rules.errors({"s": "a" * 5000 + "c"}))
+    rules = ValidationParams.parse({"patterns": {"s": regex}})
+    out.append(rule_errors(rules, {"s": "a" * 5000 + "c"}))
 print(json.dumps(out))
 """
 
@@ -53,10 +55,10 @@ def test_backtracking_features_are_refused_up_front(regex: str, expected: str) -
 
 def test_a_pattern_longer_than_the_cap_is_refused() -> None:
     with pytest.raises(InvalidInput) as caught:
-        ValidationRules.parse({"patterns": {"s": "a" * (MAX_PATTERN_LENGTH + 1)}})
+        ValidationParams.parse({"patterns": {"s": "a" * (MAX_PATTERN_LENGTH + 1)}})
     assert caught.value.field == "params.patterns.s"
     assert f"at most {MAX_PATTERN_LENGTH:,} characters" in str(caught.value)
-    assert ValidationRules.parse({"patterns": {"s": "a" * MAX_PATTERN_LENGTH}}).patterns
+    assert ValidationParams.parse({"patterns": {"s": "a" * MAX_PATTERN_LENGTH}}).patterns
 
 
 @pytest.mark.parametrize(("regex", "matches", "does_not"), [
@@ -69,14 +71,14 @@ def test_a_pattern_longer_than_the_cap_is_refused() -> None:
     (r"a|b", "b", "ab"),                    # the whole text must match (fullmatch)
 ])
 def test_ordinary_patterns_still_work(regex: str, matches: str, does_not: str) -> None:
-    rules = ValidationRules.parse({"patterns": {"s": regex}})
-    assert rules.errors({"s": matches}) == []
-    assert rules.errors({"s": does_not}) == [("pattern:s", f"'s' does not match {regex!r}")]
-    assert rules.errors({"s": 5}) == [("pattern:s", "'s' is not text")]
+    rules = ValidationParams.parse({"patterns": {"s": regex}})
+    assert rule_errors(rules, {"s": matches}) == []
+    assert rule_errors(rules, {"s": does_not}) == [("pattern:s", f"'s' does not match {regex!r}")]
+    assert rule_errors(rules, {"s": 5}) == [("pattern:s", "'s' is not text")]
 
 
 def test_a_pattern_is_compiled_once_not_per_partition() -> None:
     params = {"patterns": {"s": "[a-z]+"}}
     # each partition parses the params again: RE2's cache hands back the same program
-    assert ValidationRules.parse(params).patterns["s"] \
-        is ValidationRules.parse(params).patterns["s"]
+    assert ValidationParams.parse(params).patterns["s"] \
+        is ValidationParams.parse(params).patterns["s"]
