@@ -33,7 +33,8 @@ _REFUSED = "taskworks_refused"
 #: what pydantic's own error types mean, in taskworks' words
 _EXPECTED = {
     "dict_type": "a JSON object", "model_type": "a JSON object",
-    "model_attributes_type": "a JSON object", "list_type": "a list",
+    "model_attributes_type": "a JSON object", "dataclass_type": "a JSON object",
+    "dataclass_args_type": "a JSON object", "list_type": "a list",
     "string_type": "text", "bool_type": "true or false", "int_type": "an integer",
     "float_type": "a number", "missing": "a value (required)",
 }
@@ -73,13 +74,15 @@ def validate(model: type[ModelT], data: object, root: str) -> ModelT:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        field, value, expected = problems(model, exc, root, data)[0]
+        field, value, expected = problems(exc, root, data, model)[0]
         raise InvalidInput(field, value, expected) from None
 
 
-def problems(model: type[BaseModel], exc: ValidationError, root: str, data: object
-             ) -> list[Problem]:
-    """Every problem of ``exc``, each as (dotted field, value, expected)."""
+def problems(exc: ValidationError, root: str, data: object, model: type[Any],
+             unknown_key: str = "a known parameter") -> list[Problem]:
+    """Every problem of ``exc`` (validating ``data`` as ``model``, a pydantic model or
+    dataclass), each as (dotted field, value, expected); an unknown key expects
+    ``unknown_key`` and the keys that are known."""
     found: list[Problem] = []
     for error in exc.errors():
         ctx = error.get("ctx") or {}
@@ -89,9 +92,9 @@ def problems(model: type[BaseModel], exc: ValidationError, root: str, data: obje
         if error["type"] == _REFUSED:
             expected = str(ctx["expected"])
             value = ctx.get("value", value) if ctx.get("value") is not None else value
-        elif error["type"] == "extra_forbidden":
+        elif error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _fields_at(model, loc[:-1])
-            expected = f"a known parameter: {', '.join(allowed)}"
+            expected = f"{unknown_key}: {', '.join(allowed)}"
         elif error["type"] == "value_error":
             # a validator's ValueError (or an InvalidInput raised inside one)
             cause = ctx.get("error")
@@ -106,20 +109,26 @@ def problems(model: type[BaseModel], exc: ValidationError, root: str, data: obje
     return found
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+def _fields_of(kind: Any) -> dict[str, Any] | None:
+    """The fields of a pydantic model or dataclass; None for anything else."""
+    fields = getattr(kind, "__pydantic_fields__", None) if isinstance(kind, type) else None
+    return fields if isinstance(fields, dict) else None
+
+
+def _fields_at(model: type[Any], loc: tuple[int | str, ...]) -> list[str]:
     """The field names of the model found at ``loc`` inside ``model``."""
     current: Any = model
     for part in loc:
+        fields = _fields_of(current)
         if isinstance(current, _Items):
             current = current.model  # ``part`` is a key or an index of the container
-        elif isinstance(current, type) and issubclass(current, BaseModel):
-            info = current.model_fields.get(str(part))
+        elif fields is not None:
+            info = fields.get(str(part))
             current = None if info is None else _model_in(info.annotation)
         else:
             return []
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [info.alias or name for name, info in current.model_fields.items()]
-    return []
+    fields = _fields_of(current)
+    return [] if fields is None else [info.alias or name for name, info in fields.items()]
 
 
 class _Items:
@@ -130,9 +139,9 @@ class _Items:
 
 
 def _model_in(annotation: Any) -> Any:
-    """What an annotation holds: a model, ``_Items`` of one (a dict's or list's
-    values), or None; a union gives its first model."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    """What an annotation holds: a model, ``_Items`` of one (a dict's, list's or
+    tuple's values), or None; a union gives its first model."""
+    if _fields_of(annotation) is not None:
         return annotation
     origin = get_origin(annotation)
     args = get_args(annotation)
@@ -140,8 +149,8 @@ def _model_in(annotation: Any) -> Any:
         return _model_in(args[0])
     if origin in (typing.Union, types.UnionType):
         return next((m for m in map(_model_in, args) if m is not None), None)
-    if origin in (dict, Mapping, list) and args:
-        inner = _model_in(args[-1])
+    if origin in (dict, Mapping, list, tuple) and args:
+        inner = _model_in(args[-1] if args[-1] is not Ellipsis else args[0])
         return None if inner is None else _Items(inner)
     return None
 

@@ -1,25 +1,38 @@
 """Workflow definitions: Workflow and Step (frozen), states, and loading from YAML or JSON.
 
-A definition is data: it round-trips through ``to_dict``/``from_dict`` so that the
-store keeps the exact definition a run was started with (``workflow_definitions``).
-Shape checks happen here (a field of the wrong type); everything that needs the whole
-graph or the app (unknown dependency, cycle, unknown task or queue) is in validate.py.
+A definition is data: it round-trips through ``to_dict``/``workflow_from_dict`` so that
+the store keeps the exact definition a run was started with (``workflow_definitions``).
+Workflow, Step and Condition are pydantic dataclasses: their shape (a field of the wrong
+type, an unknown key) is checked when one is built, from Python or from data, and the
+API shows them in its schema. Everything that needs the whole graph or the app (unknown
+dependency, cycle, unknown task or queue) is in validate.py.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic import Strict as StrictType
+from pydantic.dataclasses import dataclass
 
 from taskworks.errors import InvalidInput
 from taskworks.runtime.retry import RetryPolicy
+from taskworks.schema import Strict, finite_number, problems, refuse
 
 
 class RunState(StrEnum):
@@ -65,8 +78,15 @@ class OnFailure(StrEnum):
 
 CONDITION_TYPES = ("value_equals", "value_greater_than", "field_exists", "predicate")
 
+#: a definition: unknown keys are refused, never ignored
+_DEFINITION = ConfigDict(extra="forbid")
+#: numbers as JSON has them: "5" is not a number, true is not an integer
+Integer = Annotated[int, StrictType()]
+#: as written: 60 stays 60 (a stored definition compares equal to its file)
+Seconds = Annotated[float | int, BeforeValidator(finite_number)]
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=_DEFINITION)
 class Condition:
     """``type`` is one of CONDITION_TYPES; ``field`` a dotted path into the step's input
     (``input.x``, ``params.y``, ``results.step.z``); ``value`` what to compare with;
@@ -88,20 +108,78 @@ class Condition:
         return out
 
 
-@dataclass(frozen=True)
+class RetrySpec(Strict):
+    """A step's retries as written: a number of retries, or these keys."""
+
+    max_retries: Integer = 3
+    base_delay: Seconds = 1.0
+    backoff_factor: Seconds = 2.0
+    max_delay: Seconds = 300.0
+    jitter: bool = True
+
+
+def _retry_policy(value: object) -> RetryPolicy | None:
+    if value is None or isinstance(value, RetryPolicy):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = {"max_retries": value}
+    if not isinstance(value, Mapping):
+        refuse("a number of retries or a mapping of " + ", ".join(RetrySpec.model_fields))
+    spec = RetrySpec.model_validate(value)  # its errors are located under ``retries``
+    try:
+        return RetryPolicy(**spec.model_dump())
+    except InvalidInput as exc:  # say where in the definition, not inside RetryPolicy
+        refuse(exc.expected, exc.value, at=(exc.field.removeprefix("RetryPolicy."),))
+
+
+def _text(expected: str) -> Any:
+    def check(value: object) -> str:
+        if not isinstance(value, str) or not value:
+            refuse(expected, value)
+        return value
+    return BeforeValidator(check)
+
+
+def _step_names(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not all(isinstance(d, str) for d in names):
+        refuse("a list of step names", value)
+    return tuple(names)
+
+
+def _on_failure(value: object) -> OnFailure:
+    if value not in {m.value for m in OnFailure}:
+        refuse("fail_fast or continue", value)
+    return OnFailure(value)
+
+
+def _params(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        refuse("a mapping", value)
+    return dict(value)
+
+
+@dataclass(frozen=True, config=_DEFINITION)
 class Step:
-    name: str
-    task: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    depends_on: tuple[str, ...] = ()
+    name: Annotated[str, _text("a non-empty string")]
+    task: Annotated[str, _text("a registered task name")]
+    params: Annotated[Mapping[str, Any], BeforeValidator(_params)] = Field(
+        default_factory=dict)
+    depends_on: Annotated[tuple[str, ...], BeforeValidator(_step_names)] = ()
     queue: str | None = None
-    priority: int | None = None
-    soft_timeout: float | None = None
-    timeout: float | None = None
+    priority: Integer | None = None
+    soft_timeout: Seconds | None = None
+    timeout: Seconds | None = None
     #: None: the step task's own policy (``@tw.task(retry_policy=...)`` or the default)
-    retries: RetryPolicy | None = None
+    retries: Annotated[InstanceOf[RetryPolicy] | None, BeforeValidator(_retry_policy),
+                       WithJsonSchema({"anyOf": [{"type": "integer"},
+                                                 RetrySpec.model_json_schema()]})] = None
     when: Condition | None = None
-    on_failure: OnFailure = OnFailure.FAIL_FAST
+    on_failure: Annotated[OnFailure, BeforeValidator(_on_failure)] = OnFailure.FAIL_FAST
     #: run even when a dependency was skipped (by a condition, not by a failure)
     run_if_skipped: bool = False
     #: a join that runs once every dependency has ended, whatever the outcome (failed,
@@ -134,14 +212,20 @@ class Step:
         return out
 
 
-@dataclass(frozen=True)
+def _steps(value: object) -> object:
+    if not isinstance(value, list | tuple) or not value:
+        refuse("a non-empty list of steps", value)
+    return value
+
+
+@dataclass(frozen=True, config=_DEFINITION)
 class Workflow:
-    name: str
-    steps: tuple[Step, ...]
-    version: int = 1
+    name: Annotated[str, _text("a non-empty string")]
+    steps: Annotated[tuple[Step, ...], BeforeValidator(_steps)]
+    version: Integer = 1
     #: seconds from start (or resume) after which the run fails; None: no limit
-    timeout: float | None = None
-    description: str = ""
+    timeout: Seconds | None = None
+    description: Annotated[str, BeforeValidator(lambda v: str(v or ""))] = ""
 
     def step(self, name: str) -> Step:
         return self._by_name[name]
@@ -181,118 +265,40 @@ class Workflow:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-# -- from data (files, the store) ---------------------------------------------------
-STEP_KEYS = frozenset({"name", "task", "params", "depends_on", "queue", "priority",
-                       "soft_timeout", "timeout", "retries", "when", "on_failure",
-                       "run_if_skipped", "run_if_failed"})
-WORKFLOW_KEYS = frozenset({"name", "version", "steps", "timeout", "description"})
-RETRY_KEYS = ("max_retries", "base_delay", "backoff_factor", "max_delay", "jitter")
-CONDITION_KEYS = frozenset({"type", "field", "value", "name", "negate"})
-
-
-def _number(where: str, value: Any, *, integer: bool = False) -> Any:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise InvalidInput(where, value, "an integer" if integer else "a number")
-    return value
-
-
-def _unknown(where: str, data: Mapping[str, Any], allowed: frozenset[str]) -> None:
-    extra = sorted(set(data) - allowed)
-    if extra:
-        raise InvalidInput(f"{where}.{extra[0]}", data[extra[0]],
-                           f"one of the keys {', '.join(sorted(allowed))}")
-
-
-def condition_from_dict(where: str, data: Any) -> Condition:
-    if not isinstance(data, Mapping):
-        raise InvalidInput(where, data, "a mapping with a 'type'")
-    _unknown(where, data, CONDITION_KEYS)
-    kind = data.get("type")
-    if not isinstance(kind, str):
-        raise InvalidInput(f"{where}.type", kind, f"one of {', '.join(CONDITION_TYPES)}")
-    return Condition(type=kind, field=data.get("field"), value=data.get("value"),
-                     name=data.get("name"), negate=bool(data.get("negate", False)))
-
-
-def retry_from_dict(where: str, data: Any) -> RetryPolicy:
-    if isinstance(data, int) and not isinstance(data, bool):
-        data = {"max_retries": data}
-    if not isinstance(data, Mapping):
-        raise InvalidInput(where, data, "a number of retries or a mapping of "
-                           + ", ".join(RETRY_KEYS))
-    _unknown(where, data, frozenset(RETRY_KEYS))
-    kwargs: dict[str, Any] = {}
-    for key in RETRY_KEYS:
-        if key in data:
-            kwargs[key] = (bool(data[key]) if key == "jitter"
-                           else _number(f"{where}.{key}", data[key],
-                                        integer=key == "max_retries"))
-    try:
-        return RetryPolicy(**kwargs)
-    except InvalidInput as exc:  # say where in the definition, not inside RetryPolicy
-        raise InvalidInput(f"{where}.{exc.field.removeprefix('RetryPolicy.')}", exc.value,
-                           exc.expected) from None
-
-
-def step_from_dict(where: str, data: Any) -> Step:
-    if not isinstance(data, Mapping):
-        raise InvalidInput(where, data, "a mapping with 'name' and 'task'")
-    _unknown(where, data, STEP_KEYS)
-    name, task = data.get("name"), data.get("task")
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"{where}.name", name, "a non-empty string")
-    where = f"{where} ({name})"
-    if not isinstance(task, str) or not task:
-        raise InvalidInput(f"{where}.task", task, "a registered task name")
-    params = data.get("params") or {}
-    if not isinstance(params, Mapping):
-        raise InvalidInput(f"{where}.params", params, "a mapping")
-    deps = data.get("depends_on") or []
-    if isinstance(deps, str):
-        deps = [deps]
-    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-        raise InvalidInput(f"{where}.depends_on", deps, "a list of step names")
-    on_failure = data.get("on_failure", OnFailure.FAIL_FAST.value)
-    if on_failure not in {m.value for m in OnFailure}:
-        raise InvalidInput(f"{where}.on_failure", on_failure, "fail_fast or continue")
-    numbers: dict[str, Any] = {}
-    for key in ("priority", "soft_timeout", "timeout"):
-        if data.get(key) is not None:
-            numbers[key] = _number(f"{where}.{key}", data[key], integer=key == "priority")
-    queue = data.get("queue")
-    if queue is not None and not isinstance(queue, str):
-        raise InvalidInput(f"{where}.queue", queue, "a queue name")
-    return Step(
-        name=name, task=task, params=dict(params), depends_on=tuple(deps), queue=queue,
-        retries=(retry_from_dict(f"{where}.retries", data["retries"])
-                 if data.get("retries") is not None else None),
-        when=(condition_from_dict(f"{where}.when", data["when"])
-              if data.get("when") is not None else None),
-        on_failure=OnFailure(on_failure), run_if_skipped=bool(data.get("run_if_skipped")),
-        run_if_failed=bool(data.get("run_if_failed")),
-        **numbers,
-    )
+# -- from data (files, the store, API bodies) --------------------------------------
+_WORKFLOW = TypeAdapter(Workflow)
 
 
 def workflow_from_dict(data: Any, source: str = "workflow") -> Workflow:
+    """A definition from data, or InvalidInput at its first problem: a workflow's own
+    field as ``<source>.field``, a step's as ``steps[i] (name).field``."""
     if not isinstance(data, Mapping):
         raise InvalidInput(source, data, "a mapping with 'name' and 'steps'")
-    _unknown(source, data, WORKFLOW_KEYS)
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"{source}.name", name, "a non-empty string")
-    steps = data.get("steps")
-    if not isinstance(steps, list) or not steps:
-        raise InvalidInput(f"{source}.steps", steps, "a non-empty list of steps")
-    version = data.get("version", 1)
-    timeout = data.get("timeout")
-    return Workflow(
-        name=name, version=_number(f"{source}.version", version, integer=True),
-        steps=tuple(step_from_dict(f"steps[{i}]", s) for i, s in enumerate(steps)),
-        timeout=None if timeout is None else _number(f"{source}.timeout", timeout),
-        description=str(data.get("description") or ""),
-    )
+    try:
+        return _WORKFLOW.validate_python(dict(data))
+    except ValidationError as exc:
+        where, value, expected = problems(exc, "", data, Workflow, "one of the keys")[0]
+        raise InvalidInput(_located(source, data, where), value, expected) from None
+
+
+def _located(source: str, data: Mapping[str, Any], where: str) -> str:
+    """``steps.0.task`` as the definition's readers know it: ``steps[0] (fetch).task``
+    (no name when the step has no usable one, or its key is the problem)."""
+    parts = where.split(".")
+    if parts[0] != "steps" or len(parts) < 2 or not parts[1].isdigit():
+        return f"{source}.{where}" if where else source
+    index = int(parts[1])
+    step = data["steps"][index] if isinstance(data.get("steps"), list) else None
+    label = f"steps[{index}]"
+    name = step.get("name") if isinstance(step, Mapping) else None
+    rest = parts[2:]
+    unknown_key = len(rest) == 1 and isinstance(step, Mapping) and rest[0] not in STEP_KEYS
+    if isinstance(name, str) and name and not unknown_key:
+        label += f" ({name})"
+    return ".".join([label, *rest])
+
+
+STEP_KEYS = frozenset(Step.__dataclass_fields__)
 
 
 #: a definition (file, or API body) larger than this is refused before parsing
