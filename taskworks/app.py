@@ -335,10 +335,12 @@ class Taskworks:
                     ids.append(task_id)
         return ids
 
-    def add_middleware(self, middleware: Middleware) -> None:
-        """Add your own middleware at the end of the chain (before declaring tasks that use
-        its options)."""
-        self.runtime.add(middleware)
+    def add_middleware(self, middleware: Middleware, *, before: type[Middleware] | None = None,
+                       after: type[Middleware] | None = None) -> None:
+        """Add your own middleware to the chain (before declaring tasks that use its
+        options): right before or after the first middleware of the given class, else at
+        the end; always before the journal's barrier, which must stay last."""
+        self.runtime.add(middleware, before=before, after=after)
 
     @property
     def breakers(self) -> Breakers:

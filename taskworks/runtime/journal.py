@@ -425,6 +425,7 @@ class JournalBarrier(Middleware):
     every other hook, so an idempotent result is stored before this write, not after."""
 
     records_outcome = True
+    last = True
 
     def __init__(self, journal: JournalMiddleware) -> None:
         self.journal = journal

@@ -44,7 +44,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError
 from sqlalchemy.exc import OperationalError as StoreOperationalError
 from sqlalchemy.exc import TimeoutError as StorePoolTimeout
 
-from taskworks.errors import OutcomeNotRecorded, TaskMemoryError
+from taskworks.errors import InvalidInput, OutcomeNotRecorded, TaskMemoryError
 from taskworks.logs import get_logger
 
 log = get_logger("taskworks.runtime")
@@ -111,6 +111,9 @@ class Middleware:
     #: True for a middleware whose hooks record the outcome: when one fails because the
     #: store or broker is unavailable, the message is requeued, not acknowledged
     records_outcome: ClassVar[bool] = False
+    #: True for a middleware that must stay after every other (the journal's barrier):
+    #: a middleware added later goes before it
+    last: ClassVar[bool] = False
 
     def validate(self, task_name: str, options: Mapping[str, Any]) -> None:
         """Check this middleware's options at declaration; raise InvalidInput when wrong."""
@@ -163,8 +166,26 @@ class Runtime:
         self.middlewares: list[Middleware] = list(middlewares)
         self.requeue_delay = requeue_delay
 
-    def add(self, middleware: Middleware) -> None:
-        self.middlewares.append(middleware)
+    def add(self, middleware: Middleware, *, before: type[Middleware] | None = None,
+            after: type[Middleware] | None = None) -> None:
+        """Put ``middleware`` right before the first middleware of kind ``before``, or
+        right after the first of kind ``after``; by default at the end, but always before
+        a middleware that must stay last."""
+        if before is not None and after is not None:
+            raise InvalidInput("before", before.__name__, "before or after, not both")
+        anchor = before or after
+        index = len(self.middlewares)
+        if anchor is not None:
+            found = next((i for i, m in enumerate(self.middlewares) if isinstance(m, anchor)),
+                         None)
+            if found is None:
+                raise InvalidInput("before" if before else "after", anchor.__name__,
+                                   "the class of a middleware in the chain: " + ", ".join(
+                                       type(m).__name__ for m in self.middlewares))
+            index = found if before is not None else found + 1
+        while index > 0 and self.middlewares[index - 1].last and not middleware.last:
+            index -= 1
+        self.middlewares.insert(index, middleware)
 
     def get(self, kind: type[Middleware]) -> Any:
         for middleware in self.middlewares:
