@@ -9,7 +9,7 @@ from celery import Celery, Task
 from celery.result import AsyncResult
 from kombu import Queue
 
-from taskworks import signals, topology
+from taskworks import bulk, signals, topology
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import Jobs
 from taskworks.resilience.breaker_registry import Breakers
@@ -172,6 +172,12 @@ class Taskworks:
             raise InvalidInput("queue", queue, f"one of {', '.join(self.queue_names())}")
         if countdown is not None and countdown < 0:
             raise InvalidInput("countdown", countdown, "a number of seconds >= 0")
+        limit = self.settings.visibility_timeout
+        if countdown is not None and countdown >= limit:
+            # the Redis transport would hand it out again every visibility_timeout while
+            # it waits in a worker: duplicates
+            raise InvalidInput("countdown", countdown,
+                               f"seconds below the broker's visibility_timeout ({limit})")
         options: dict[str, Any] = {}
         if queue is not None:
             options["queue"] = queue
@@ -231,10 +237,6 @@ class Taskworks:
         message when the app sends them and a monitor is subscribed to receive them.
         Returns the task ids, in order.
         """
-        from celery import signals as celery_signals
-        from celery.utils import uuid
-        from celery.utils.saferepr import saferepr
-
         task = self.app.tasks.get(name)
         if task is None:
             raise InvalidInput("task", name, "the name of a registered task")
@@ -242,98 +244,13 @@ class Taskworks:
             raise InvalidInput("queue", queue, f"one of {', '.join(self.queue_names())}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput("batch_size", batch_size, "an integer >= 1")
-
-        sequences = (list, tuple)  # not list | tuple: that builds a new union per call
-
-        def split(index: int, item: Any) -> tuple[list[Any], dict[str, Any]]:
-            if (isinstance(item, tuple) and len(item) == 2
-                    and isinstance(item[0], sequences) and isinstance(item[1], dict)):
-                return list(item[0]), item[1]
-            if isinstance(item, sequences):
-                return list(item), {}
-            if isinstance(item, dict):
-                return [], item
-            raise InvalidInput(f"items[{index}]", item,
-                               "a list of arguments, a dict of keyword arguments or (args, kwargs)")
-
-        calls = [split(i, item) for i, item in enumerate(items)]
-        if not calls:
-            return []
-        route = self.app.amqp.router.route({"queue": queue} if queue else {}, name, (), {},
-                                           task_type=task)
+        calls = [bulk.split_call(i, item) for i, item in enumerate(items)]
         if isinstance(task, TaskworksTask):  # same priority rule as apply_async
             chosen = priority if priority is not None else (
                 task.priority if task.priority is not None else task.default_priority)
-            broker_priority: int | None = topology.broker_priority(chosen)
-        else:
-            broker_priority = priority if priority is not None else route.get("priority")
-        target: Queue = route["queue"]
-        conf = self.app.conf
-        # like Celery's send_task_message: a direct exchange becomes the anonymous exchange
-        if target.exchange is None or target.exchange.type == "direct":
-            exchange, routing_key = "", target.name
-        else:
-            exchange = target.exchange.name
-            routing_key = route.get("routing_key") or target.routing_key
-        delivery_mode = (target.exchange.delivery_mode if target.exchange else None) \
-            or conf.task_default_delivery_mode
-        send_event = bool(conf.task_send_sent_event)
-        current = self.app.current_worker_task  # called from inside a task: link the lineage
-        parent_id = current.request.id if current else None
-        root_id = (current.request.root_id or parent_id) if current else None
-        amqp, ids = self.app.amqp, []
-        # read once: Celery's settings lookups cost more than building a message
-        serializer, compression = conf.task_serializer, conf.task_compression
-        reply_to, time_limit, soft_time_limit = (
-            self.app.thread_oid, task.time_limit, task.soft_time_limit)
-        levels = conf.task_repr_maxlevels  # as_task_v2 would look it up twice per message
-        args_max, kwargs_max = amqp.argsrepr_maxsize, amqp.kwargsrepr_maxsize
-        with self.app.producer_or_acquire() as producer:
-            producer.maybe_declare(target)
-            client: Any = getattr(producer.channel, "client", None)
-            if send_event and hasattr(client, "pubsub_numpat"):
-                # Redis pub/sub drops what nobody listens to: with no monitor subscribed,
-                # the task-sent events would cost half the time and reach no one
-                pipe = client.pipeline(transaction=False)
-                pipe.pubsub_numpat()
-                pipe.pubsub_channels(f"*{conf.event_exchange}*")
-                patterns, channels = pipe.execute()
-                send_event = bool(patterns or channels)
-            events = self.app.events.Dispatcher(connection=producer.connection, enabled=False) \
-                if send_event else None
-            # kombu's transport-owned batch: its Redis publishes go through one pipeline
-            with producer.batch(max_size=batch_size * (2 if send_event else 1)):
-                for args, kwargs in calls:
-                    task_id = uuid()
-                    headers, properties, body, sent = amqp.create_task_message(
-                        task_id, name, args, kwargs, reply_to=reply_to,
-                        time_limit=time_limit, soft_time_limit=soft_time_limit,
-                        create_sent_event=send_event, root_id=root_id, parent_id=parent_id,
-                        ignore_result=task.ignore_result,
-                        argsrepr=saferepr(args, args_max, maxlevels=levels),
-                        kwargsrepr=saferepr(kwargs, kwargs_max, maxlevels=levels),
-                    )
-                    if celery_signals.before_task_publish.receivers:
-                        celery_signals.before_task_publish.send(
-                            sender=name, body=body, exchange=exchange, routing_key=routing_key,
-                            declare=[target], headers=headers, properties=properties,
-                            retry_policy={})
-                    producer.publish(
-                        body, exchange=exchange, routing_key=routing_key, retry=False,
-                        serializer=serializer, compression=compression,
-                        headers=headers, priority=broker_priority or 0,
-                        delivery_mode=delivery_mode, **properties,
-                    )
-                    if celery_signals.after_task_publish.receivers:
-                        celery_signals.after_task_publish.send(
-                            sender=name, body=body, headers=headers, exchange=exchange,
-                            routing_key=routing_key)
-                    if events is not None:
-                        sent.update(queue=target.name, exchange=exchange,
-                                    routing_key=routing_key)
-                        events.publish("task-sent", sent, producer)
-                    ids.append(task_id)
-        return ids
+            priority = topology.broker_priority(chosen)
+        return bulk.publish_many(self.app, task, calls, queue=queue, priority=priority,
+                                 batch_size=batch_size)
 
     def add_middleware(self, middleware: Middleware, *, before: type[Middleware] | None = None,
                        after: type[Middleware] | None = None) -> None:

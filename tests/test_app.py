@@ -7,6 +7,7 @@ import inspect
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from celery import signals as celery_signals
 
@@ -104,3 +105,22 @@ def test_a_starting_worker_freezes_what_it_loaded(tw: Any) -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_countdown_past_the_visibility_timeout_is_refused_and_nothing_is_sent(
+    tw: Any, redis_client: redis.Redis,
+) -> None:
+    limit = tw.settings.visibility_timeout
+    with pytest.raises(InvalidInput) as caught:
+        tw.submit("tests.echo", ["x"], countdown=limit)
+    assert caught.value.field == "countdown"
+    assert f"below the broker's visibility_timeout ({limit})" in str(caught.value)
+    assert waiting(redis_client) == 0
+    tw.submit("tests.echo", ["x"], countdown=limit - 1)  # below it: sent
+    assert waiting(redis_client) == 1
+
+
+def waiting(client: redis.Redis) -> int:
+    """Messages in the default queue's lists (one per priority step)."""
+    return sum(int(client.llen(key)) for key in client.scan_iter("default*")
+               if client.type(key) == "list")

@@ -20,7 +20,6 @@ from taskworks.api.models import (
     TaskSubmit,
     TaskSubmitted,
 )
-from taskworks.errors import InvalidInput
 from taskworks.runtime import journal
 from taskworks.runtime.progress import Progress
 from taskworks.submission import check_submittable
@@ -35,11 +34,6 @@ def submit(body: TaskSubmit, ctx: Ctx) -> TaskSubmitted:
     """Send a registered task by name (through ``tw.submit``), if ``api.submittable_tasks``
     allows it: by default every task of yours, no built-in but the health check."""
     check_submittable(ctx.settings, body.name)  # the api settings this server runs with
-    limit = ctx.tw.settings.visibility_timeout
-    if body.countdown is not None and body.countdown >= limit:
-        # the Redis transport would redeliver it every visibility_timeout: duplicates
-        raise InvalidInput("countdown", body.countdown,
-                           f"seconds below the broker's visibility_timeout ({limit})")
     result = ctx.tw.submit(body.name, body.args, body.kwargs, queue=body.queue,
                            priority=body.priority, countdown=body.countdown)
     ctx.remember(result.id)
