@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.datasets import DatasetInfo, Datasets
@@ -42,6 +42,7 @@ from taskworks.workflows.model import OnFailure, RunState, Step, StepState, Work
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
+    from taskworks.mapreduce.listing import JobSummary
 
 MAP_TASK = "taskworks.mapreduce.map"
 REDUCE_TASK = "taskworks.mapreduce.reduce"
@@ -81,6 +82,14 @@ class PartitionStatus:
     tries: int
     attempt: int
     error: str | None
+
+
+def percent_done(done: int, total: int, state: str) -> float:
+    """Partitions done / partitions, 0-100 (100 for a job of no partition once
+    completed)."""
+    if total == 0:
+        return 100.0 if state == "completed" else 0.0
+    return round(100.0 * done / total, 2)
 
 
 @dataclass(frozen=True)
@@ -235,14 +244,12 @@ class Jobs:
                                 .values(result=None, finished_at=None))
         return self.status(job_id)
 
-    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        with self.tw.store.session() as session:
-            rows = session.scalars(select(ProcessingResult)
-                                   .order_by(ProcessingResult.created_at.desc())
-                                   .limit(limit)).all()
-            return [{"id": r.id, "dataset": r.dataset, "function": r.function,
-                     "partitions": r.partitions, "created_at": r.created_at,
-                     "finished_at": r.finished_at} for r in rows]
+    def recent(self, state: str | None = None, limit: int = 50) -> list[JobSummary]:
+        """The newest ``limit`` jobs, only those in ``state`` (running, completed,
+        failed, cancelled, partial) when given; partitions counted by state."""
+        from taskworks.mapreduce.listing import recent_jobs  # it imports this module
+
+        return recent_jobs(self.tw.store, state, limit)
 
     def _row(self, job_id: str) -> ProcessingResult:
         with self.tw.store.session() as session:

@@ -4,11 +4,10 @@ result, cancel, retry (``tw.jobs``, docs/mapreduce.md)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated, Any, Literal
+from dataclasses import fields
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
-from sqlalchemy import and_, func, select
-from sqlalchemy.orm import aliased
 
 from taskworks.api.context import ApiContext, Ctx
 from taskworks.api.errors import NotFound
@@ -22,25 +21,12 @@ from taskworks.api.models import (
     PartitionItem,
 )
 from taskworks.errors import InvalidInput
-from taskworks.mapreduce.jobs import REDUCE_STEP, JobStatus, job_state
-from taskworks.store.tables import ProcessingResult, WorkflowRun, WorkflowStepRun
-from taskworks.workflows.model import RunState, StepState
+from taskworks.mapreduce.jobs import JobStatus, percent_done
+from taskworks.mapreduce.listing import JobState
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the job id")]
-JobState = Literal["running", "completed", "failed", "cancelled", "partial"]
-#: a job's state is its workflow run's (a failed run whose reduce succeeded: partial)
-RUN_STATES: dict[JobState, str] = {
-    "running": RunState.RUNNING.value, "completed": RunState.SUCCEEDED.value,
-    "failed": RunState.FAILED.value, "cancelled": RunState.CANCELLED.value,
-    "partial": RunState.FAILED.value}
-
-
-def _percent(done: int, total: int, state: str) -> float:
-    if total == 0:
-        return 100.0 if state == "completed" else 0.0
-    return round(100.0 * done / total, 2)
 
 
 def _detail(st: JobStatus) -> JobDetail:
@@ -51,7 +37,7 @@ def _detail(st: JobStatus) -> JobDetail:
         id=st.id, dataset=st.dataset, function=st.function, items=st.items,
         partition_size=st.partition_size, state=st.state,
         partitions_total=len(st.partitions), partitions_done=st.done,
-        partition_states=dict(counts), percent=_percent(st.done, len(st.partitions), st.state),
+        partition_states=dict(counts), percent=percent_done(st.done, len(st.partitions), st.state),
         error=st.error, created_at=st.created_at, finished_at=st.finished_at,
         reduce=st.reduce_state, on_partition_failure=st.on_partition_failure,
         failed_partitions=[p.index for p in st.failed],
@@ -82,46 +68,8 @@ def start(body: JobStart, ctx: Ctx) -> JobDetail:
 def jobs(ctx: Ctx, state: Annotated[JobState | None, Query()] = None,
          limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[JobItem]:
     """Recent jobs, newest first, with their partitions counted by state."""
-    reduce = aliased(WorkflowStepRun)
-    stmt = (select(ProcessingResult, WorkflowRun.state, WorkflowRun.error,
-                   WorkflowRun.finished_at, reduce.state)
-            .join(WorkflowRun, WorkflowRun.id == ProcessingResult.id)
-            .outerjoin(reduce, and_(reduce.run_id == ProcessingResult.id,
-                                    reduce.name == REDUCE_STEP))
-            .order_by(ProcessingResult.created_at.desc()).limit(limit))
-    if state is not None:
-        stmt = stmt.where(WorkflowRun.state == RUN_STATES[state])
-        if state in ("failed", "partial"):  # told apart by the reduce's state
-            reduced = reduce.state == StepState.SUCCEEDED.value
-            stmt = stmt.where(reduced if state == "partial"
-                              else (reduce.state.is_(None) | ~reduced))
-    with ctx.tw.store.session() as session:
-        rows: list[Any] = list(session.execute(stmt))
-        counts: dict[str, dict[str, int]] = defaultdict(dict)
-        if rows:
-            steps = WorkflowStepRun
-            for run_id, step_state, n in session.execute(
-                    select(steps.run_id, steps.state, func.count())
-                    .where(steps.run_id.in_([r[0].id for r in rows]),
-                           steps.name != REDUCE_STEP)
-                    .group_by(steps.run_id, steps.state)):
-                counts[run_id][step_state] = int(n)
-        items = []
-        for job, run_state, error, finished_at, reduce_state in rows:
-            by_state = counts.get(job.id, {})
-            missing = job.partitions - sum(by_state.values())
-            if missing > 0:  # no step row yet: pending
-                by_state = {**by_state, "PENDING": by_state.get("PENDING", 0) + missing}
-            done = by_state.get("SUCCEEDED", 0)
-            state_name = job_state(run_state, reduce_state)
-            items.append(JobItem(
-                id=job.id, dataset=job.dataset, function=job.function, items=job.items,
-                partition_size=job.partition_size, state=state_name,
-                partitions_total=job.partitions, partitions_done=done,
-                partition_states=by_state,
-                percent=_percent(done, job.partitions, state_name), error=error,
-                created_at=job.created_at, finished_at=finished_at))
-    return items
+    return [JobItem(**{f.name: getattr(job, f.name) for f in fields(job)},
+                    percent=job.percent) for job in ctx.tw.jobs.recent(state, limit)]
 
 
 @router.get("/{job_id}", response_model=JobDetail)
