@@ -16,6 +16,9 @@
     │   ├── HttpUnavailable  connection error, timeout, 5xx or 429: worth retrying
     │   └── HttpRejected     any other 4xx: the request itself is wrong, never retried
     ├── TaskMemoryError      a task raised MemoryError; its pool child is recycled after it
+    ├── RedeliveryLimitExceeded  a message killed its worker more often than its policy allows
+    ├── AllPartitionsFailed  a map-reduce job reducing partial results has none to reduce
+    ├── WaitTimeout          ``Run.wait`` gave up before the run ended (also a TimeoutError)
     └── InvalidInput         a caller passed a value outside what an API accepts
         ├── WorkflowInvalid  a workflow definition: every problem, with its location
         └── NotSubmittable   a task ``api.submittable_tasks`` keeps from remote clients
@@ -195,3 +198,15 @@ class NotSubmittable(InvalidInput):
             f"tasks only through a glob with that prefix): add {task!r} to {setting} "
             f"(env {env}) to allow it")
         self.args = (task, self.patterns, field, setting, env)  # see InvalidInput
+
+
+class RedeliveryLimitExceeded(TaskworksError):
+    """A message was redelivered (its worker died) more often than its policy allows."""
+
+
+class AllPartitionsFailed(TaskworksError):
+    """A ``reduce`` job whose every partition failed has nothing to reduce."""
+
+
+class WaitTimeout(TaskworksError, TimeoutError):
+    """``Run.wait`` gave up before the run ended (the run goes on)."""

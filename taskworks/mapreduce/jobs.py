@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import update
 
-from taskworks.errors import InvalidInput
+from taskworks.errors import AllPartitionsFailed, InvalidInput
 from taskworks.mapreduce.datasets import DatasetInfo, Datasets
 from taskworks.mapreduce.functions import JobContext, MapContext
 from taskworks.mapreduce.partitions import (
@@ -63,10 +63,6 @@ def job_state(run_state: str, reduce_state: str | None) -> str:
     if run_state == RunState.FAILED.value and reduce_state == StepState.SUCCEEDED.value:
         return "partial"
     return _STATES[RunState(run_state)]
-
-
-class AllPartitionsFailed(Exception):
-    """A ``reduce`` job whose every partition failed has nothing to reduce."""
 
 
 def step_name(index: int) -> str:

@@ -20,7 +20,7 @@ from celery.exceptions import MaxRetriesExceededError
 
 from taskworks import keys
 from taskworks.broker.urls import redis_client
-from taskworks.errors import InvalidInput, TaskworksError
+from taskworks.errors import InvalidInput, RedeliveryLimitExceeded
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext
 
@@ -36,10 +36,6 @@ NEVER_RETRY: tuple[type[BaseException], ...] = (
 BUDGET_WINDOW_MS = 60_000
 #: how long a task's redelivery count (and a requeue marker) is kept, in seconds
 REDELIVERY_TTL = 7 * 24 * 3600
-
-
-class RedeliveryLimitExceeded(TaskworksError):
-    """A message was redelivered (its worker died) more often than its policy allows."""
 
 
 @dataclass(frozen=True)

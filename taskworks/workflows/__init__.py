@@ -1,6 +1,7 @@
 """Durable DAG workflows: definitions, validation, the event-driven engine, the API."""
 
-from taskworks.workflows.api import Run, RunStatus, StepStatus, WaitTimeout, Workflows
+from taskworks.errors import WaitTimeout
+from taskworks.workflows.api import Run, RunStatus, StepStatus, Workflows
 from taskworks.workflows.model import (
     Condition,
     OnFailure,

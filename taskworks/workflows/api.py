@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taskworks.errors import InvalidInput, TaskworksError
+from taskworks.errors import InvalidInput, TaskworksError, WaitTimeout
 from taskworks.workflows.conditions import Predicates
 from taskworks.workflows.engine import CACHE_BOUND, WorkflowEngine
 from taskworks.workflows.model import RunState, Workflow, load_file
@@ -18,10 +18,6 @@ from taskworks.workflows.validate import validate
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
-
-
-class WaitTimeout(TaskworksError, TimeoutError):
-    """``Run.wait`` gave up before the run ended (the run goes on)."""
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from taskworks.errors import InvalidInput
+from taskworks.errors import InvalidInput, RedeliveryLimitExceeded
 from taskworks.logs import get_logger
 from taskworks.runtime.dlq import DeadLetterMiddleware
 from taskworks.runtime.middleware import INFRASTRUCTURE_ERRORS, TaskContext, requeue_message
-from taskworks.runtime.retry import RedeliveryLimitExceeded, RetryPolicy
+from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows.conditions import Predicates, evaluate
 from taskworks.workflows.model import SkipReason, StepState, Workflow
 from taskworks.workflows.state import Dispatch, Outcome, RunStore, keep, now
