@@ -17,7 +17,7 @@ from taskworks.resilience.ratelimit import RateLimits
 from taskworks.runtime.chain import default_runtime
 from taskworks.runtime.dlq import DeadLetterStore
 from taskworks.runtime.middleware import Middleware, Runtime
-from taskworks.runtime.progress import Progress, read_progress
+from taskworks.runtime.progress import TaskSnapshot, read_progress
 from taskworks.runtime.retry import RetryPolicies
 from taskworks.runtime.severity import ErrorCallback, SeverityMiddleware, SeverityRules
 from taskworks.settings import Settings, load_settings
@@ -300,7 +300,7 @@ class Taskworks:
 
         return register
 
-    def progress(self, task_id: str) -> Progress:
+    def progress(self, task_id: str) -> TaskSnapshot:
         """The progress a task published (``taskworks.progress``), from any process."""
         return read_progress(self.app, task_id)
 

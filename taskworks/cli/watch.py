@@ -9,11 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from taskworks.errors import InvalidInput
-from taskworks.runtime.progress import Progress as TaskProgress
-from taskworks.runtime.progress import read_progress
+from taskworks.runtime.progress import TaskSnapshot, read_progress
 
 
-def _label(snapshot: TaskProgress) -> str:
+def _label(snapshot: TaskSnapshot) -> str:
     if snapshot.state == states.RETRY and snapshot.error:
         return f"retrying after {snapshot.error}"
     return snapshot.status or snapshot.state.lower()

@@ -62,7 +62,7 @@ def progress(current: Number, total: Number, status: str = "") -> None:
 
 
 @dataclass(frozen=True)
-class Progress:
+class TaskSnapshot:
     """A snapshot of a task as seen from outside.
 
     ``current``/``total`` are known only while the task reports ``PROGRESS``. ``result``
@@ -103,7 +103,7 @@ def _number_or_none(value: object) -> float | None:
     return value
 
 
-def read_progress(app: Celery, task_id: str) -> Progress:
+def read_progress(app: Celery, task_id: str) -> TaskSnapshot:
     """Where the task ``task_id`` is now, read from ``app``'s result backend.
 
     ``PENDING`` also means "unknown id" (Celery cannot tell them apart) or "expired".
@@ -115,20 +115,20 @@ def read_progress(app: Celery, task_id: str) -> Progress:
     state = str(meta.get("status") or states.PENDING)
     payload = meta.get("result")
     if state == states.SUCCESS:
-        return Progress(task_id, state, percent=100.0, result=payload)
+        return TaskSnapshot(task_id, state, percent=100.0, result=payload)
     if state in (states.FAILURE, states.REVOKED):
-        return Progress(task_id, state, status=state.lower(), error=describe_error(payload))
+        return TaskSnapshot(task_id, state, status=state.lower(), error=describe_error(payload))
     if state == states.RETRY:
-        return Progress(task_id, state, status="retrying", error=describe_error(payload))
+        return TaskSnapshot(task_id, state, status="retrying", error=describe_error(payload))
     if isinstance(payload, dict) and "percent" in payload:
         # PROGRESS, or a custom state whose meta follows the same shape
         current = _number_or_none(payload.get("current"))
         total = _number_or_none(payload.get("total"))
         percent = _number_or_none(payload.get("percent"))
-        return Progress(
+        return TaskSnapshot(
             task_id, state, current=current, total=total,
             status=str(payload.get("status") or ""),
             percent=float(percent) if percent is not None else 0.0,
         )
     # PENDING, STARTED (meta: pid and hostname) and custom states without progress
-    return Progress(task_id, state, status=state.lower())
+    return TaskSnapshot(task_id, state, status=state.lower())

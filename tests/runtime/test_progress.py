@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from taskworks.errors import InvalidInput, TaskworksError
-from taskworks.runtime.progress import Progress, percent_of, progress, read_progress
+from taskworks.runtime.progress import TaskSnapshot, percent_of, progress, read_progress
 from tests.support.wait import wait_for
 from tests.support.workers import ROOT, WorkerProcess
 
@@ -65,7 +65,7 @@ def run_watch(task_id: str, timeout: float = 30, tty: bool = False
                           capture_output=True, text=True, timeout=timeout + 30)
 
 
-def finished(tw: Any, task_id: str) -> Progress:
+def finished(tw: Any, task_id: str) -> TaskSnapshot:
     # 60 s: a failing task goes through the default retry policy's backoff first
     return wait_for(lambda: (p := read_progress(tw.app, task_id)).ready and p,
                     timeout=60, what=f"task {task_id} to finish")

@@ -21,7 +21,7 @@ from taskworks.api.models import (
     TaskSubmitted,
 )
 from taskworks.runtime import journal
-from taskworks.runtime.progress import Progress
+from taskworks.runtime.progress import TaskSnapshot
 from taskworks.submission import check_submittable
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"])
@@ -41,7 +41,7 @@ def submit(body: TaskSubmit, ctx: Ctx) -> TaskSubmitted:
                          queue=body.queue or ctx.tw.route_of(body.name))
 
 
-def _known(ctx: ApiContext, task_id: str) -> tuple[Progress, list[Attempt], str | None]:
+def _known(ctx: ApiContext, task_id: str) -> tuple[TaskSnapshot, list[Attempt], str | None]:
     """Backend state, journaled attempts and name; 404 when nothing knows the id.
 
     Celery reports PENDING for any id it has not seen: an id counts as known when the
@@ -58,12 +58,12 @@ def _known(ctx: ApiContext, task_id: str) -> tuple[Progress, list[Attempt], str 
     return progress, attempts, rows[-1].name if rows else None
 
 
-def _progress(p: Progress) -> TaskProgress:
+def _progress(p: TaskSnapshot) -> TaskProgress:
     return TaskProgress(id=p.task_id, state=p.state, current=p.current, total=p.total,
                         percent=p.percent, status=p.status)
 
 
-def _result(p: Progress) -> TaskResult:
+def _result(p: TaskSnapshot) -> TaskResult:
     return TaskResult(id=p.task_id, state=p.state, ready=p.ready, result=p.result,
                       error=p.error)
 
