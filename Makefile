@@ -56,13 +56,8 @@ typecheck: $(STAMP)
 # two overlap well on two cores. Each process has its own Valkey, SQLite and PostgreSQL.
 TEST_WORKERS ?= 2
 
-# The outage soak restarts its process's broker: it runs on its own, after the rest, so
-# that no test meets a connection the restart left stale (a fresh-clone run did).
-OUTAGE_SOAK := tests/soak/test_soak_outages.py
-
 pytest: $(STAMP) system-deps
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=15 --ignore=$(OUTAGE_SOAK)
-	$(VENV)/bin/pytest -p no:cacheprovider $(OUTAGE_SOAK)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=15
 
 # Side-by-side benchmarks (bench/): full size; BENCH_SIZE=tiny for a quick check.
 # Writes bench/results/latest.md and latest.png.

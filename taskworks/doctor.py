@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from taskworks.errors import TaskworksError
-from taskworks.settings import redact_url
+from taskworks.redaction import redact_settings, redact_url
 from taskworks.tasks.builtin import probe_broker, probe_database
 from taskworks.workflows.validate import unacked_limits
 
@@ -41,8 +41,10 @@ class Report:
 
 
 def configuration(tw: Taskworks) -> dict[str, Any]:
+    """The settings as doctor prints them: no password, token, header value or URL
+    credential (``redact_settings``: keys from SECRET_WORDS and journal.redact_keys)."""
     settings = tw.settings
-    data = settings.model_dump(mode="json")
+    data = redact_settings(settings.model_dump(mode="json"), settings.journal.redact_keys)
     data["broker_url"] = redact_url(settings.effective_broker_url)
     data["result_backend"] = redact_url(settings.effective_result_backend)
     data["database_url"] = redact_url(settings.effective_database_url)

@@ -16,6 +16,9 @@ def beat_leader(name: str = "default") -> str:
 #: that is not kombu's JSON is set aside instead of being lost
 WAKE = PREFIX + "wake:"
 UNDELIVERABLE = PREFIX + "undeliverable"
+#: entries kept in UNDELIVERABLE (the newest): trimmed at every push, so a producer of
+#: foreign messages cannot fill the broker's memory (settings: retention.undeliverable_max)
+UNDELIVERABLE_MAX = 10_000
 
 
 def wake(queue: str) -> str:
@@ -48,10 +51,15 @@ def retry_budget(task_name: str) -> str:
 
 #: circuit breakers (resilience/breaker.py): the state hash, the sliding window of
 #: recent outcomes (sorted set), the journal of transitions (capped stream), per name;
-#: and the set of every breaker name that has state
+#: and every breaker name with state, scored by its last write (sorted set). Each expires
+#: ``breaker.idle_days`` after its last write (an http_call host per name would grow
+#: them for ever)
 BREAKER = PREFIX + "breaker:"
 BREAKER_WINDOW = PREFIX + "breaker-window:"
 BREAKER_EVENTS = PREFIX + "breaker-events:"
+BREAKER_NAMES = PREFIX + "breaker-names"
+#: the set of names written before BREAKER_NAMES (no score to age them by): still read,
+#: never written, and given the idle expiry by the first write after an upgrade
 BREAKERS = PREFIX + "breakers"
 #: last good results kept for fallback answers (resilience/fallback.py), per breaker and key
 BREAKER_CACHE = PREFIX + "breaker-cache:"

@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from taskworks.redaction import redact_text
+
 _configured: tuple[str, str] | None = None
 
 
@@ -43,7 +45,10 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info if fmt == "json" else _identity,
+            # a plain traceback in both formats: the console renderer's rich one prints
+            # every frame's locals, passwords included, and could not be redacted
+            structlog.processors.format_exc_info,
+            _redact,
             renderer,
         ],
     )
@@ -57,7 +62,13 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
     _configured = (fmt, level)
 
 
-def _identity(_logger: Any, _name: str, event: Any) -> Any:
+def _redact(_logger: Any, _name: str, event: Any) -> Any:
+    """Failure lines (Celery's "Task ... raised", a SQLAlchemy error as error=) quote
+    exception messages and tracebacks: they lose the values in them (redaction.py). Field
+    names are not judged: taskworks' own fields hold no secret (beat's lease token=)."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = redact_text(value)
     return event
 
 

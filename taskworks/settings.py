@@ -12,7 +12,6 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl
 
 from celery.schedules import crontab
 from pydantic import (
@@ -37,7 +36,7 @@ from sqlalchemy.exc import ArgumentError
 
 from taskworks.broker import urls as broker_urls
 from taskworks.errors import ConfigError
-from taskworks.runtime.redact import DEFAULT_SECRET_KEYS
+from taskworks.redaction import SECRET_WORDS, redact_url
 
 DEFAULT_QUEUES = ["default", "cpu_intensive", "io_intensive", "priority", "scheduled"]
 
@@ -216,7 +215,7 @@ class JournalSettings(_Strict):
 
     enabled: bool = True
     #: argument keys whose values are replaced by *** (substring, case-insensitive)
-    redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_KEYS))
+    redact_keys: list[str] = Field(default_factory=lambda: list(SECRET_WORDS))
     result_max_chars: int = Field(default=1000, ge=0)
     traceback_max_chars: int = Field(default=20_000, ge=0)
     #: the hourly cleanup deletes entries older than this, and the oldest beyond max_rows
@@ -250,6 +249,9 @@ class BreakerSettings(_Strict):
     reset_timeout: float = Field(default=30.0, gt=0)
     #: a half-open probe holds its slot this long at most (a dead probe frees it then)
     probe_timeout: float = Field(default=60.0, gt=0)
+    #: a breaker's Redis keys expire this many days after its last write: the state of
+    #: an ``http_call`` host not called since is dropped (it starts closed again)
+    idle_days: float = Field(default=30, gt=0)
 
 
 class AutoscaleSettings(_Strict):
@@ -282,6 +284,28 @@ class IdempotencySettings(_Strict):
     lease_seconds: float = Field(default=30, ge=0.3)
     #: a duplicate arriving while the first runs re-checks after this many seconds
     wait_interval: float = Field(default=0.5, gt=0)
+
+
+class RetentionSettings(_Strict):
+    """How long what grows with use is kept: the hourly cleanup
+    (``taskworks.cleanup.expired_data``) deletes the rest (taskworks/store/retention.py)."""
+
+    #: dead letters never replayed: evidence of a failure nobody acted on yet, kept longest
+    dead_letters_days: int = Field(default=90, ge=1)
+    #: dead letters replayed at least once, counted from their last replay
+    replayed_dead_letters_days: int = Field(default=30, ge=1)
+    notifications_days: int = Field(default=30, ge=1)
+    #: finished workflow runs and their steps, counted from the end of the run; then the
+    #: definitions no run uses that a newer version or a map-reduce job left behind
+    workflow_runs_days: int = Field(default=30, ge=1)
+    #: finished map-reduce jobs (processing_results), with their run and definition
+    mapreduce_jobs_days: int = Field(default=30, ge=1)
+    scaling_decisions_days: int = Field(default=14, ge=1)
+    #: rows per DELETE transaction: a large backlog never holds one long lock (a run's
+    #: steps go in one, however many: a map-reduce job has up to 10,001)
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    #: newest entries kept in ``taskworks:undeliverable`` (also trimmed by the cleanup)
+    undeliverable_max: int = Field(default=10_000, ge=1)
 
 
 def _api_token_from_env() -> SecretStr | None:
@@ -369,6 +393,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=14, ge=1)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
@@ -498,19 +523,3 @@ def load_settings(**overrides: Any) -> Settings:
         path = Path(os.environ.get("TASKWORKS_CONFIG_FILE", "taskworks.toml")).resolve()
         raise ConfigError(f"invalid taskworks settings: {path}: expected TOML ({exc})") from None
 
-
-SECRET_WORDS = ("password", "token", "secret", "api_key", "authorization")
-
-
-def redact_url(url: str) -> str:
-    """Hide the password in a URL (user:password@ and ?password=...), for printing.
-
-    Textual, so the rest stays as written and a URL no parser accepts (a port that is
-    not a number, an unencoded @ in the password) is still redacted.
-    """
-    # up to the last @ of the authority: an unencoded @ in the password is hidden too
-    shown = re.sub(r"(://[^:/?#@]*:)[^/?#]*@", r"\1***@", url, count=1)
-    for key, _ in parse_qsl(shown.partition("?")[2], keep_blank_values=True):
-        if any(w in key.lower() for w in SECRET_WORDS):
-            shown = re.sub(rf"([?&]{re.escape(key)}=)[^&#]*", r"\1***", shown)
-    return shown

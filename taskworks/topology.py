@@ -95,6 +95,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # the lock and overlaps the next one restores nothing twice
             "unacked_mutex_expire": 2 * restore_interval(settings.visibility_timeout) + 5,
             "priority_steps": list(range(MAX_PRIORITY + 1)),
+            # our transport trims the undeliverable list to this on every push
+            "undeliverable_max": settings.retention.undeliverable_max,
         },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "task_serializer": "json",

@@ -41,10 +41,9 @@ for _name in list(os.environ):
 
 
 #: long tests (a minute or more each): started first, so that the other test process is
-#: not left idle at the end while one of them runs alone. Not the outage soak: it
-#: restarts its process's broker, and the fewer tests of that process that come after
-#: it, the fewer can meet a connection the restart left stale
-LONGEST = ("tests/soak/test_soak.py", "tests/bench/test_harness.py")
+#: not left idle at the end while one of them runs alone
+LONGEST = ("tests/soak/test_soak.py", "tests/soak/test_soak_outages.py",
+           "tests/bench/test_harness.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,14 +57,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def broker_url() -> str:
     return _SERVER.url
-
-
-@pytest.fixture(scope="session")
-def embedded_broker() -> EmbeddedBroker:
-    """This process's Valkey, for a test that restarts it (tests/soak/test_soak_outages.py):
-    ``stop()`` then ``start()`` serve the same port and data dir, whose append-only file
-    brings every key back. The test must leave it running."""
-    return _BROKER
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,3 +73,32 @@ def test_doctor_reports_a_workflow_registered_before_the_timeout_was_lowered(
     assert " retry.max_delay" not in line
     # the definition stays registered: doctor reports, it does not change anything
     assert (name, 1) in {(n, v) for n, v, _ in tw.workflows.definitions()}
+
+
+def test_doctor_prints_no_secret_of_the_settings(tmp_path: Path) -> None:
+    secrets = {"db": "db-pw-4711", "billing": "billing-pw-4711", "smtp": "smtp-pw-4711",
+               "auth": "auth-token-4711", "hook": "hookpath4711", "api": "api-token-4711xyz"}
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "10000",
+           "TASKWORKS_DATABASE_URL": f"postgresql://app:{secrets['db']}@127.0.0.1:1/app",
+           "TASKWORKS_DATABASES": json.dumps({
+               "billing": f"postgresql://bill:{secrets['billing']}@127.0.0.1:1/b"}),
+           "TASKWORKS_NOTIFY": json.dumps({
+               "email": {"username": "ops", "password": secrets["smtp"]},
+               "webhook": {"url": f"https://hooks.example.org/services/{secrets['hook']}",
+                           "headers": {"Authorization": f"Bearer {secrets['auth']}"}}}),
+           "TASKWORKS_API_TOKEN": secrets["api"]}
+    done = subprocess.run([sys.executable, "-m", "taskworks", "doctor", "--app",
+                           "tests.apps.sample:tw"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr  # the database does not answer
+    for name, secret in secrets.items():
+        assert secret not in done.stdout, name
+        assert secret not in done.stderr, name
+    lines = done.stdout.splitlines()
+    checks = next(i for i, line in enumerate(lines) if line.startswith(("ok ", "FAIL ")))
+    printed = json.loads("\n".join(lines[:checks]))
+    assert printed["database_url"] == "postgresql://app:***@127.0.0.1:1/app"
+    assert printed["databases"] == {"billing": "postgresql://bill:***@127.0.0.1:1/b"}
+    assert printed["notify"]["email"]["password"] == "***"
+    assert printed["notify"]["webhook"]["url"] == "https://hooks.example.org/***"
+    assert printed["notify"]["webhook"]["headers"] == {"Authorization": "***"}

@@ -377,8 +377,8 @@ def test_several_problems_reported_at_once() -> None:
 
 
 def test_env_value_that_is_not_json_is_named() -> None:
-    # BUG: the message is only 'error parsing value for field "routes" from source
-    # "EnvSettingsSource"': neither the value nor that JSON was expected
+    # regression: the message was only 'error parsing value for field "routes" from
+    # source "EnvSettingsSource"': neither the value nor that JSON was expected
     message = config_error(TASKWORKS_ROUTES="{bad")
     assert "routes" in message
     assert "'{bad'" in message
@@ -389,8 +389,8 @@ def test_env_value_that_is_not_json_is_named() -> None:
 def test_config_file_that_is_not_toml_names_the_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # BUG: the message is only 'invalid taskworks settings: Invalid value (at end of
-    # document)': which file is broken is left for the user to guess
+    # regression: the message was only 'invalid taskworks settings: Invalid value (at
+    # end of document)': which file is broken was left for the user to guess
     path = tmp_path / "broken.toml"
     path.write_text("embedded_port = [\n")
     monkeypatch.setenv("TASKWORKS_CONFIG_FILE", str(path))
@@ -419,7 +419,7 @@ def test_redact_url_hides_the_password(url: str, shown: str) -> None:
     "postgresql://u@db/app?password=s3cret",  # libpq/psycopg accept it as a parameter
 ])
 def test_redact_url_hides_a_password_in_the_query(url: str) -> None:
-    # BUG: only the user:password@ part is hidden; SECRET_WORDS is defined but never used
+    # regression: only the user:password@ part was hidden
     assert "s3cret" not in redact_url(url)
 
 

@@ -11,6 +11,7 @@ from taskworks.api import errors
 from taskworks.api.auth import docs_need_auth, loopback_only, require_token
 from taskworks.api.context import ApiContext
 from taskworks.api.csrf import CrossSiteGuard, document_header
+from taskworks.api.limits import BodyLimit
 from taskworks.api.routes import (
     autoscale,
     breakers,
@@ -66,6 +67,9 @@ def create_app(tw: Taskworks, token: str | None = None, *, dashboard: bool = Tru
                                    settings=settings)
     app.state.metrics = registry_for(tw, client)
     errors.install(app)
+    # innermost middleware: body caps (docs/security.md), wrapping the receive of every
+    # reader of the body, with no BaseHTTPMiddleware between it and the routes
+    app.add_middleware(BodyLimit)
     app.middleware("http")(docs_need_auth(dashboard))
     app.middleware("http")(loopback_only(token or None))
     app.add_middleware(CrossSiteGuard, trusted_origins=settings.trusted_origins)

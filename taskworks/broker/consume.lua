@@ -7,10 +7,12 @@
 --
 -- KEYS: unacked hash, unacked index (sorted set), undeliverable list,
 --       n wake lists (one per queue), then the queue lists, priority-major (n per step)
--- ARGV: n, now (the unacked index score), 1 if the caller already took a wake token
+-- ARGV: n, now (the unacked index score), 1 if the caller already took a wake token,
+--       entries kept in the undeliverable list (the newest)
 -- Returns {queue key, message, messages set aside as undeliverable}, or {false, false, k}.
 local n = tonumber(ARGV[1])
 local token_taken = ARGV[3] == '1'
+local undeliverable_max = tonumber(ARGV[4])
 local first_queue_key = 4 + n
 local set_aside = 0
 for j = first_queue_key, #KEYS do
@@ -31,8 +33,10 @@ for j = first_queue_key, #KEYS do
         .. ',' .. cjson.encode(info['routing_key']) .. ']')
       return {KEYS[j], message, set_aside}
     end
-    -- not a kombu message: kept aside for a person, never dropped, never looped on
+    -- not a kombu message: kept aside for a person, never looped on; capped, so a
+    -- producer of foreign messages cannot fill the server's memory
     redis.call('RPUSH', KEYS[3], message)
+    redis.call('LTRIM', KEYS[3], -undeliverable_max, -1)
     set_aside = set_aside + 1
   end
 end

@@ -40,7 +40,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from taskworks import keys
 from taskworks.logs import get_logger
@@ -111,9 +111,29 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             return
         super().append(message, delivery_tag)  # basic_get and other paths: kombu's way
 
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """A requeue the broker refuses (full: ``maxmemory``; gone) leaves the message where
+        it is, in the unacked hash: the visibility sweep brings it back. kombu's own
+        reject lets the error out, and Celery's consumer stops the whole worker on it."""
+        if not requeue:
+            super().reject(delivery_tag, requeue)
+            return
+        try:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        except RedisError as exc:  # the transaction is all or nothing: nothing moved
+            log.warning("requeue refused by the broker; the message stays unacknowledged "
+                        "and comes back after the visibility timeout",
+                        delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {exc}")
+        virtual.QoS.ack(self, delivery_tag)  # this process's bookkeeping only
+
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     QoS = QoS
+    #: the transport option ``undeliverable_max``: entries consume.lua keeps in
+    #: keys.UNDELIVERABLE (the newest), trimmed at every push
+    undeliverable_max: int = keys.UNDELIVERABLE_MAX
+    from_transport_options = (*kombu_redis.Channel.from_transport_options,
+                              "undeliverable_max")
     _shared_client: Any = None
     #: publishes by this channel, for trimming the wake lists every WAKE_TOKENS of them
     _published = 0
@@ -164,7 +184,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             command = [*script, 3 + len(queues) + len(queue_keys),
                        self.unacked_key, self.unacked_index_key, keys.UNDELIVERABLE,
                        *(keys.wake(queue) for queue in queues), *queue_keys,
-                       len(queues), repr(time()), int(self._token_taken)]
+                       len(queues), repr(time()), int(self._token_taken),
+                       max(1, int(self.undeliverable_max))]
         self._pending = str(command[0])
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()

@@ -10,9 +10,10 @@ import typer
 from rich.table import Table
 
 from taskworks.cli import loader
-from taskworks.cli.common import AppOption, out, row_dict, settings, when
+from taskworks.cli.common import AppOption, out, settings, when
 from taskworks.errors import InvalidInput
-from taskworks.runtime.dlq import DeadLetterFilter
+from taskworks.redaction import Redactor
+from taskworks.runtime.dlq import DeadLetterFilter, shown
 from taskworks.runtime.journal import parse_since
 
 dlq_cli = typer.Typer(no_args_is_help=True, help="The dead-letter store.")
@@ -55,10 +56,11 @@ def dlq_list(task: TaskOpt = None, exception: ExcOpt = None, since: SinceOpt = N
 
 @dlq_cli.command("show")
 def dlq_show(letter_id: int, app: AppOption = None) -> None:
-    """One dead letter in full."""
+    """One dead letter in full, secret-looking arguments hidden (journal.redact_keys)."""
     settings()
-    row = loader.load(app).dead_letters.get(letter_id)
-    out.print_json(json.dumps(row_dict(row), default=str))
+    tw = loader.load(app)
+    row = shown(tw.dead_letters.get(letter_id), Redactor(tw.settings.journal.redact_keys))
+    out.print_json(json.dumps(row, default=str))
 
 
 @dlq_cli.command("replay")

@@ -186,7 +186,7 @@ def up(
     """Run everything: embedded broker, migrations, autoscaled workers, beat, API + dashboard."""
     from taskworks.api import make_server
     from taskworks.cli.autoscale import recorder_for
-    from taskworks.settings import redact_url
+    from taskworks.redaction import redact_url
     from taskworks.stack import Stack
     from taskworks.store.migrate import upgrade
 

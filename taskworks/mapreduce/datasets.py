@@ -6,18 +6,16 @@ and a map task reads it by keyset pagination without coordinating with anyone.
 
 Imports are all or nothing: one transaction holds the dataset row and every chunk of
 items; a bad row (its line number is reported) rolls the whole import back. Files are
-read as a stream and inserted in chunks, so memory stays bounded whatever the file size.
+read as a stream and inserted in chunks, so memory stays bounded whatever the file size;
+the readers (taskworks/mapreduce/readers.py) bound each line, nesting and number too.
 On SQLite the import holds the write lock for its duration (other writers wait, up to the
 busy timeout); PostgreSQL writers are not blocked.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import decimal
-import io
-import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +28,13 @@ from sqlalchemy.exc import IntegrityError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taskworks.errors import InvalidInput
+from taskworks.mapreduce.readers import (
+    BadRow,
+    CountingReader,
+    csv_rows,
+    jsonl_rows,
+    text_stream,
+)
 from taskworks.store.engine import Store, make_engine
 from taskworks.store.tables import Dataset, DatasetItem
 
@@ -37,8 +42,6 @@ CHUNK_SIZE = 1000
 MAX_REPORTED_BAD_ROWS = 20
 FORMATS = ("csv", "jsonl")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
-_FLOAT = re.compile(r"[+-]?(([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)")
 _ITEMS = cast(Table, DatasetItem.__table__)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
@@ -63,15 +66,6 @@ class DatasetInfo:
                    list(row.columns or []), row.created_at)
 
 
-@dataclass(frozen=True)
-class BadRow:
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
-
-
 class BadRows(InvalidInput):
     """An import found bad rows; nothing was stored. ``bad_rows`` holds the first ones
     (up to MAX_REPORTED_BAD_ROWS), ``total`` counts them all."""
@@ -82,84 +76,6 @@ class BadRows(InvalidInput):
         more = f"\n  ... and {total - len(bad_rows)} more" if total > len(bad_rows) else ""
         super().__init__("FILE", path, f"only well-formed rows; {total} bad row(s), nothing "
                          "was imported:\n  " + "\n  ".join(map(str, bad_rows)) + more)
-
-
-class _CountingReader(io.RawIOBase):
-    """Counts the bytes read from a binary file, for the progress bar."""
-
-    def __init__(self, raw: io.BufferedReader) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        read = self.raw.readinto(buffer)
-        self.count += read or 0
-        return read or 0
-
-
-def infer_value(value: str) -> Any:
-    """A CSV cell as JSON: '' is null, integers and decimals are numbers, the rest text.
-    Integers with leading zeros ('007', zip codes) stay text."""
-    if value == "":
-        return None
-    if _INT.fullmatch(value):
-        return int(value)
-    if _FLOAT.fullmatch(value):
-        return float(value)
-    return value
-
-
-def _csv_rows(stream: io.TextIOBase, infer: bool) -> Iterator[tuple[int, Any]]:
-    """(line, item or BadRow); the line is where the row ends (quoted newlines count)."""
-    reader = csv.reader(stream)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        yield reader.line_num, BadRow(reader.line_num, f"header: {exc}")
-        return
-    if not header or all(not name.strip() for name in header):
-        yield 1, BadRow(1, "no header row (the first row names the columns)")
-        return
-    names = [name.strip() for name in header]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates or "" in names:
-        problem = f"duplicate columns {duplicates}" if duplicates else "an empty column name"
-        yield reader.line_num, BadRow(reader.line_num, f"header has {problem}")
-        return
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # the reader cannot resume after this
-            yield reader.line_num, BadRow(reader.line_num, str(exc))
-            return
-        if not row:  # a blank line
-            continue
-        if len(row) != len(names):
-            yield reader.line_num, BadRow(reader.line_num,
-                                          f"{len(row)} fields, expected {len(names)}")
-            continue
-        values = [infer_value(v) for v in row] if infer else row
-        yield reader.line_num, dict(zip(names, values, strict=True))
-
-
-def _jsonl_rows(stream: io.TextIOBase) -> Iterator[tuple[int, Any]]:
-    for line_no, line in enumerate(stream, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line.rstrip("\r\n"))
-        except json.JSONDecodeError as exc:
-            yield line_no, BadRow(line_no, f"not JSON ({exc.msg} at column {exc.colno})")
-            continue
-        if not isinstance(item, dict):
-            yield line_no, BadRow(line_no, f"a JSON {type(item).__name__}, expected an object")
-            continue
-        yield line_no, item
 
 
 def jsonable(value: Any) -> Any:
@@ -258,10 +174,9 @@ class Datasets:
         except OSError as exc:
             raise InvalidInput("FILE", str(path), f"a readable file ({exc.strerror})") from None
         with raw:
-            counter = _CountingReader(raw)
-            stream = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig",
-                                      newline="" if fmt == "csv" else None)
-            rows = _csv_rows(stream, infer_types) if fmt == "csv" else _jsonl_rows(stream)
+            counter = CountingReader(raw)
+            stream = text_stream(counter, fmt)
+            rows = csv_rows(stream, infer_types) if fmt == "csv" else jsonl_rows(stream)
             return self._store_rows(name, fmt, str(path), rows, chunk_size, str(path),
                                     lambda: progress(counter.count) if progress else None)
 

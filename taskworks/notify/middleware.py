@@ -14,6 +14,7 @@ from taskworks.logs import get_logger
 from taskworks.notify.notice import FailureNotice
 from taskworks.notify.service import channels, should_notify
 from taskworks.notify.task import NOTIFY_TASK
+from taskworks.redaction import error_message, redact_text
 from taskworks.runtime.middleware import Middleware, TaskContext
 
 if TYPE_CHECKING:
@@ -30,9 +31,11 @@ def notice_of(ctx: TaskContext) -> FailureNotice:
     return FailureNotice(
         task_name=ctx.name, task_id=ctx.task_id,
         exc_type=type(exc).__name__ if exc is not None else "unknown",
-        exc_message=str(exc)[:1000] if exc is not None else "",
+        # redacted whole, then cut: a cut could leave half a value unrecognisable
+        exc_message=error_message(exc)[:1000] if exc is not None else "",
         severity=ctx.severity or "low", hostname=ctx.hostname or "",
-        attempt=ctx.attempt, traceback_excerpt=(ctx.traceback or "")[-TRACEBACK_EXCERPT:],
+        attempt=ctx.attempt,
+        traceback_excerpt=redact_text(ctx.traceback or "")[-TRACEBACK_EXCERPT:],
     )
 
 

@@ -20,6 +20,7 @@ from taskworks.notify.channels import (
 )
 from taskworks.notify.dedupe import Deduper
 from taskworks.notify.notice import SEVERITIES, FailureNotice
+from taskworks.redaction import error_message
 from taskworks.settings import NotifySettings, Settings
 from taskworks.store.tables import Notification
 
@@ -85,11 +86,11 @@ def deliver(tw: Taskworks, notice: FailureNotice) -> list[str]:
         try:
             channel.send(notice)
         except NotificationError as exc:
-            error = str(exc)
+            error = error_message(exc)  # a server's answer may quote what it was sent
         except Exception as exc:
             # a bug in one channel must not silence the others; no traceback in the log,
             # a rich one would print the channel's locals, secrets included
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {error_message(exc)}"
         status = "sent" if error is None else "failed"
         (log.info if error is None else log.warning)(
             "failure notification", channel=channel.name, status=status,

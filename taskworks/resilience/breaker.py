@@ -37,6 +37,7 @@ from taskworks import keys
 from taskworks.broker.urls import redis_client
 from taskworks.errors import BreakerOpen, InvalidInput
 from taskworks.logs import get_logger
+from taskworks.redaction import error_message
 
 log = get_logger("taskworks.breaker")
 
@@ -44,6 +45,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _LUA = (resources.files("taskworks.resilience") / "breaker.lua").read_text()
+#: default expiry of a breaker's keys after its last write (settings: breaker.idle_days)
+IDLE_TTL = 30 * 86_400.0
 #: breaker names end up in Redis keys and CLI arguments: keep them plain
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-/@")
 
@@ -75,6 +78,9 @@ class BreakerConfig:
     min_calls: int = 20
     count: tuple[type[BaseException], ...] = (Exception,)
     ignore: tuple[type[BaseException], ...] = ()
+    #: seconds after its last write that the breaker's keys expire (None: never), so the
+    #: state of a name no longer used (an http_call host) does not stay in Redis for ever
+    idle_ttl: float | None = IDLE_TTL
 
     def __post_init__(self) -> None:
         checks = [
@@ -92,6 +98,8 @@ class BreakerConfig:
             ("count", self.count, _exception_types(self.count), "a tuple of exception classes"),
             ("ignore", self.ignore, _exception_types(self.ignore),
              "a tuple of exception classes"),
+            ("idle_ttl", self.idle_ttl, self.idle_ttl is None or _positive(self.idle_ttl),
+             "None or seconds > 0"),
         ]
         for field, value, ok, expected in checks:
             if not ok:
@@ -198,21 +206,23 @@ class CircuitBreaker:
                  probe_timeout: float = 60.0, failure_rate: float | None = None,
                  window: float = 60.0, min_calls: int = 20,
                  count: tuple[type[BaseException], ...] = (Exception,),
-                 ignore: tuple[type[BaseException], ...] = ()) -> None:
+                 ignore: tuple[type[BaseException], ...] = (),
+                 idle_ttl: float | None = IDLE_TTL) -> None:
         self.name = check_name(name)
         self.config = BreakerConfig(
             failure_threshold=failure_threshold, reset_timeout=reset_timeout,
             probe_timeout=probe_timeout, failure_rate=failure_rate, window=window,
-            min_calls=min_calls, count=count, ignore=ignore)
+            min_calls=min_calls, count=count, ignore=ignore, idle_ttl=idle_ttl)
         self.client = connect(redis_target)
         self._script = self.client.register_script(_LUA)
         self._keys = [keys.breaker(name), keys.breaker_window(name),
                       keys.breaker_window(name) + ":failures", keys.breaker_events(name),
-                      keys.BREAKERS]
+                      keys.BREAKER_NAMES, keys.BREAKERS]
         c = self.config
         self._args = [str(c.failure_threshold), str(round(c.reset_timeout * 1000)),
                       str(round(c.probe_timeout * 1000)), repr(c.failure_rate or 0),
                       str(round(c.window * 1000)), str(c.min_calls)]
+        self._idle_ms = str(round(c.idle_ttl * 1000)) if c.idle_ttl else "0"
         self._local = threading.local()  # the admissions of `with breaker:` blocks
 
     def __repr__(self) -> str:
@@ -221,7 +231,7 @@ class CircuitBreaker:
     # -- the two round trips ------------------------------------------------------------
     def _run(self, op: str, token: str = "", detail: str = "") -> tuple[int, str, float]:
         code, state, retry_ms, previous = self._script(
-            keys=self._keys, args=[op, self.name, token, *self._args, detail])
+            keys=self._keys, args=[op, self.name, token, *self._args, detail, self._idle_ms])
         state_text = _text(state)
         if previous:
             log.warning("circuit breaker transition", breaker=self.name,
@@ -249,7 +259,8 @@ class CircuitBreaker:
         outcome = self.config.outcome(exc)
         if outcome == "release" and not admission.probe:
             return admission.state.value  # nothing to report, nothing to give back
-        detail = "" if exc is None else f"{type(exc).__name__}: {exc}"[:200]
+        # last_error, a transition's reason and its log line: no values from the message
+        detail = "" if exc is None else f"{type(exc).__name__}: {error_message(exc)}"[:200]
         return self._run(outcome, admission.token, detail)[1]
 
     def release(self, admission: Admission) -> None:
@@ -295,7 +306,13 @@ class CircuitBreaker:
 
 
 def known_names(client: redis.Redis) -> set[str]:
-    return {_text(n) for n in client.smembers(keys.BREAKERS)}
+    """Names with state: written within their idle expiry (and any an older version
+    listed, until that list expires)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zrange(keys.BREAKER_NAMES, 0, -1)
+    pipe.smembers(keys.BREAKERS)
+    scored, legacy = pipe.execute()
+    return {_text(n) for n in (*scored, *legacy)}
 
 
 def read_status(client: redis.Redis, name: str, recent: int = 0) -> BreakerStatus:

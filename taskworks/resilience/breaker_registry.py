@@ -43,7 +43,8 @@ class Breakers:
         """The settings' defaults, overridden by the longest matching family's."""
         base = {"failure_threshold": self.defaults.failure_threshold,
                 "reset_timeout": self.defaults.reset_timeout,
-                "probe_timeout": self.defaults.probe_timeout}
+                "probe_timeout": self.defaults.probe_timeout,
+                "idle_ttl": self.defaults.idle_days * 86_400}
         family = max((p for p in self._families if name.startswith(p)), key=len, default=None)
         return {**base, **(self._families[family] if family is not None else {})}
 

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
+from taskworks.redaction import Redactor, error_message, redact_text
 from taskworks.runtime.middleware import Middleware, TaskContext
 from taskworks.store.engine import Store
 from taskworks.store.tables import DeadLetter
@@ -56,6 +57,19 @@ class DeadLetterFilter:
         return stmt
 
 
+def shown(letter: DeadLetter, redact: Redactor) -> dict[str, Any]:
+    """A letter as people see it (``/api/dlq``, ``taskworks dlq show``): arguments through
+    ``redact`` (``journal.redact_keys``), error texts through ``redact_text`` again (a
+    letter written before they were redacted on the way in). The row keeps the raw
+    arguments: a replay needs them."""
+    row = {column.key: getattr(letter, column.key) for column in DeadLetter.__table__.columns}
+    row["args"] = redact(row["args"])
+    row["kwargs"] = redact(row["kwargs"])
+    for key in ("exc_message", "traceback"):
+        row[key] = row[key] and redact_text(row[key])
+    return row
+
+
 class DeadLetterStore:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -66,15 +80,17 @@ class DeadLetterStore:
         from taskworks.runtime.journal import strip_nul  # journal does not import dlq
 
         exc = ctx.exc
-        # arguments are stored as given: a replay needs them (only the journal redacts),
+        # arguments are stored as given: a replay needs them (the journal and shown()
+        # redact them); the error texts lose the values they quote (redaction.py),
         # and the json columns keep a NUL as \u0000. The text columns refuse NUL bytes
         # (PostgreSQL), so the other fields lose theirs.
         values = dict(
             task_id=strip_nul(ctx.task_id), name=strip_nul(ctx.name),
             queue=strip_nul(ctx.queue), args=list(ctx.args), kwargs=ctx.kwargs,
             exc_type=strip_nul(type(exc).__name__) if exc else None,
-            exc_message=strip_nul(str(exc)) if exc else None,
-            traceback=strip_nul(ctx.traceback), severity=strip_nul(ctx.severity),
+            exc_message=strip_nul(error_message(exc)) if exc else None,
+            traceback=strip_nul(ctx.traceback and redact_text(ctx.traceback)),
+            severity=strip_nul(ctx.severity),
             attempts=ctx.attempt, reason=strip_nul(ctx.exhausted_reason or "failed"),
             failed_at=datetime.now(UTC), replay_count=0,
         )

@@ -38,8 +38,8 @@ from sqlalchemy.exc import (
 
 from taskworks.errors import InvalidInput, OutcomeNotRecorded
 from taskworks.logs import get_logger
+from taskworks.redaction import Redactor, error_message, redact_text
 from taskworks.runtime.middleware import Middleware, TaskContext
-from taskworks.runtime.redact import Redactor
 from taskworks.settings import JournalSettings
 from taskworks.store.engine import Store
 from taskworks.store.tables import JOURNAL_ONE_END, DeadLetter, JournalEntry
@@ -355,8 +355,10 @@ class JournalMiddleware(Middleware):
             "result": summarise(ctx.result, self.settings.result_max_chars)
             if state == "success" else None,
             "exc_type": type(exc).__name__ if exc is not None else None,
-            "exc_message": _truncate(str(exc), 2000) if exc is not None else None,
-            "traceback": _truncate(ctx.traceback, self.settings.traceback_max_chars),
+            # redacted before truncating: a cut must not leave half a parameter block
+            "exc_message": _truncate(error_message(exc), 2000) if exc is not None else None,
+            "traceback": _truncate(ctx.traceback and redact_text(ctx.traceback),
+                                   self.settings.traceback_max_chars),
             "severity": ctx.severity, "hostname": ctx.hostname, "pid": ctx.pid,
             "started_at": ctx.started_at, "finished_at": ctx.finished_at,
             "duration_ms": ctx.duration_ms,

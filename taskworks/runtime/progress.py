@@ -17,6 +17,7 @@ from celery import Celery, current_task, states
 from celery.result import AsyncResult
 
 from taskworks.errors import InvalidInput, TaskworksError
+from taskworks.redaction import error_message, redact_text
 
 PROGRESS = "PROGRESS"
 
@@ -90,10 +91,11 @@ class TaskSnapshot:
 
 
 def describe_error(exc: object) -> str:
-    """``ExcType: message`` (just ``ExcType`` when the message is empty)."""
+    """``ExcType: message`` (just ``ExcType`` when the message is empty), with what
+    looks secret hidden (a database error's bound values, a URL's credentials)."""
     if not isinstance(exc, BaseException):
-        return str(exc)
-    message = str(exc)
+        return redact_text(str(exc))
+    message = error_message(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 

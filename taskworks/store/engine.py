@@ -40,16 +40,20 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
 
 
 def make_engine(url: str, busy_timeout_ms: int | None = None) -> Engine:
+    """An engine whose errors never carry bound parameters (``hide_parameters``): their
+    text goes to the journal, dead letters, notifications and logs (redaction.py)."""
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
         busy = SQLITE_BUSY_TIMEOUT_MS if busy_timeout_ms is None else busy_timeout_ms
-        engine = create_engine(parsed, connect_args={"timeout": busy / 1000})
+        engine = create_engine(parsed, hide_parameters=True,
+                               connect_args={"timeout": busy / 1000})
         event.listen(engine, "connect", _sqlite_pragmas(busy))
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(parsed, hide_parameters=True, pool_pre_ping=True, pool_size=5,
+                         max_overflow=5)
 
 
 class Store:

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from taskworks.errors import StoreError
-from taskworks.settings import redact_url
+from taskworks.redaction import redact_url
 from taskworks.store.engine import Store
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -15,7 +15,7 @@ import re
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from taskworks.errors import StoreNotMigrated
-from taskworks.settings import redact_url
+from taskworks.redaction import redact_url
 from taskworks.store.engine import Store
 from taskworks.store.migrate import current_revision, head_revision, known_revision
 

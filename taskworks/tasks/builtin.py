@@ -21,7 +21,9 @@ from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.notify import task as notify_task
+from taskworks.redaction import error_message
 from taskworks.runtime.journal import enforce_retention
+from taskworks.store import retention
 from taskworks.store.tables import HealthCheck, Report
 from taskworks.tasks import db_operation, http_call
 
@@ -44,7 +46,7 @@ def probe_broker(url: str) -> dict[str, Any]:
         client.ping()
         return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
     except redis.RedisError as exc:
-        return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": error_message(exc)}  # doctor prints it, health rows keep it
     finally:
         client.close()
 
@@ -56,7 +58,7 @@ def probe_database(tw: Taskworks) -> dict[str, Any]:
             conn.execute(text("SELECT 1"))
         return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
     except SQLAlchemyError as exc:
-        return {"ok": False, "error": str(exc).splitlines()[0]}
+        return {"ok": False, "error": error_message(exc).splitlines()[0]}
 
 
 def probe_workers(tw: Taskworks, timeout: float = 1.0) -> list[str]:
@@ -86,8 +88,12 @@ def health_check(tw: Taskworks, *, worker_timeout: float = 1.0) -> dict[str, Any
 
 
 def cleanup_expired(tw: Taskworks, now: datetime | None = None) -> dict[str, int]:
-    """Delete health checks and reports older than ``retention_days``, and journal entries
-    beyond the journal's retention (age and count)."""
+    """Delete health checks and reports older than ``retention_days``, journal entries
+    beyond the journal's retention (age and count), what the ``[retention]`` settings
+    expire (taskworks/store/retention.py), and trim the undeliverable list.
+
+    Returns (and logs; the journal records it as the task's result) the rows deleted per
+    kind; ``undeliverable`` is -1 when the broker could not be reached."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=tw.settings.retention_days)
     with tw.store.session() as session:
         deleted = {
@@ -98,8 +104,21 @@ def cleanup_expired(tw: Taskworks, now: datetime | None = None) -> dict[str, int
                                   (Report, Report.created_at))
         }
     deleted.update(enforce_retention(tw.store, tw.settings.journal, now))
+    deleted.update(retention.delete_expired(tw.store, tw.settings.retention, now))
+    deleted["undeliverable"] = trim_undeliverable(tw)
     log.info("cleanup", cutoff=cutoff.isoformat(), **deleted)
     return deleted
+
+
+def trim_undeliverable(tw: Taskworks) -> int:
+    client = redis_client(tw.app.conf.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return retention.trim_undeliverable(client, tw.settings.retention.undeliverable_max)
+    except redis.RedisError as exc:  # the store's cleanup is done: report, do not fail it
+        log.warning("cleanup could not trim the undeliverable list", error=error_message(exc))
+        return -1
+    finally:
+        client.close()
 
 
 def daily_report(tw: Taskworks, day: str | None = None) -> dict[str, Any]:

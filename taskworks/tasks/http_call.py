@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from taskworks.errors import HttpRejected, HttpUnavailable, InvalidInput
+from taskworks.redaction import url_for_display
 from taskworks.runtime.progress import progress
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.tasks.http_guard import AddressRefused, GuardedTransport
@@ -112,6 +113,9 @@ def http_request(url: str, method: str = "GET", *, headers: dict[str, str] | Non
     the settings do not allow; None connects anywhere, for URLs your own code chose.
     """
     method = check_call(url, method, timeout)
+    # errors show the URL without credentials and query values: they are journaled,
+    # dead-lettered, notified, kept as breaker last_error and in the result backend
+    shown = url_for_display(url)
     transport = None if guard is None or guard.allow_private_networks \
         else GuardedTransport(guard.allowed_networks)
     try:
@@ -120,21 +124,21 @@ def http_request(url: str, method: str = "GET", *, headers: dict[str, str] | Non
             response = client.request(method, url, headers=headers, params=params,
                                       json=json, content=data)
     except AddressRefused as exc:
-        raise HttpRejected(method, url, None,
+        raise HttpRejected(method, shown, None,
                            f"refused before connecting: {exc}; {ALLOW_HINT}") from exc
     except httpx.InvalidURL as exc:
         raise InvalidInput("url", url, f"a valid http(s) URL ({exc})") from exc
     except httpx.TimeoutException as exc:
-        raise HttpUnavailable(method, url, None,
+        raise HttpUnavailable(method, shown, None,
                               f"timed out after {timeout}s ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
-        raise HttpUnavailable(method, url, None, f"{type(exc).__name__}: {exc}") from exc
+        raise HttpUnavailable(method, shown, None, f"{type(exc).__name__}: {exc}") from exc
     status = response.status_code
     if status >= 500 or status == 429:
-        raise HttpUnavailable(method, url, status, excerpt(response),
+        raise HttpUnavailable(method, shown, status, excerpt(response),
                               retry_after_seconds(response.headers.get("retry-after")))
     if status >= 400:
-        raise HttpRejected(method, url, status, excerpt(response))
+        raise HttpRejected(method, shown, status, excerpt(response))
     answer: dict[str, Any] = {"status": status, "headers": dict(response.headers),
                               "url": str(response.url)}
     if "json" in response.headers.get("content-type", ""):
@@ -159,7 +163,7 @@ def register(tw: Taskworks) -> None:
                    breaker: bool | str = True) -> dict[str, Any]:
         # ``breaker`` is read by the breaker middleware, through breaker_for
         verb = check_call(url, method, timeout)
-        progress(0, 2, f"{verb} {url}")
+        progress(0, 2, f"{verb} {url_for_display(url)}")
         answer = http_request(url, verb, headers=headers, params=params, json=json,
                               data=data, timeout=timeout, guard=tw.settings.http_call)
         progress(1, 2, f"HTTP {answer['status']}")

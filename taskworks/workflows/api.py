@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskworks.errors import InvalidInput, TaskworksError, WaitTimeout
+from taskworks.workflows.cache import json_size
 from taskworks.workflows.conditions import Predicates
-from taskworks.workflows.engine import CACHE_BOUND, WorkflowEngine
+from taskworks.workflows.engine import WorkflowEngine
 from taskworks.workflows.model import RunState, Workflow, load_file
-from taskworks.workflows.state import keep
 from taskworks.workflows.validate import validate
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class Workflows:
             wf = load_file(wf)
         self.validate(wf)
         self.engine.runs.save_definition(wf)
-        keep(self.engine.registered, (wf.name, wf.version), wf, CACHE_BOUND)
+        self.engine.registered.put((wf.name, wf.version), wf, json_size(wf.to_dict()))
         return wf
 
     def start(self, name: str, input: Any = None, *, version: int | None = None,

@@ -31,6 +31,7 @@ from taskworks.logs import get_logger
 from taskworks.runtime.dlq import DeadLetterMiddleware
 from taskworks.runtime.middleware import INFRASTRUCTURE_ERRORS, TaskContext, requeue_message
 from taskworks.runtime.retry import RetryPolicy
+from taskworks.workflows.cache import DEFINITIONS_MAX_BYTES, SizedLRU
 from taskworks.workflows.conditions import Predicates, evaluate
 from taskworks.workflows.model import SkipReason, StepState, Workflow
 from taskworks.workflows.state import Dispatch, Outcome, RunStore, keep, now
@@ -50,7 +51,8 @@ PUBLISH_BATCH = 200
 #: a RUNNING step this long past its hard time limit was killed without a word
 TIME_LIMIT_GRACE = 30.0
 #: entries kept by each of the process's caches of runs and definitions (a map-reduce
-#: job registers a definition of its own, so they would grow without one)
+#: job registers a definition of its own, so they would grow without one); definitions
+#: are bounded by their size too (DEFINITIONS_MAX_BYTES)
 CACHE_BOUND = 10_000
 
 
@@ -60,8 +62,10 @@ class WorkflowEngine:
         self.runs = RunStore(tw.store)
         self.predicates = Predicates()
         #: definitions registered in this process (they keep Python-only details such
-        #: as a RetryPolicy's exception classes); others come from the store
-        self.registered: dict[tuple[str, int], Workflow] = {}
+        #: as a RetryPolicy's exception classes); others come from the store. An LRU: the
+        #: definitions in use stay while map-reduce jobs' pass through
+        self.registered: SizedLRU[tuple[str, int], Workflow] = SizedLRU(
+            CACHE_BOUND, DEFINITIONS_MAX_BYTES)
         #: run id -> (workflow, version): what publishing needs to read a step's options
         self._run_workflows: dict[str, tuple[str, int]] = {}
 

@@ -35,6 +35,12 @@ from taskworks.errors import InvalidInput
 from taskworks.store.engine import Store
 from taskworks.store.tables import WorkflowDefinition, WorkflowRun, WorkflowStepRun
 from taskworks.workflows import sql
+from taskworks.workflows.cache import (
+    DEFINITIONS_MAX_BYTES,
+    RUN_INPUTS_MAX_BYTES,
+    SizedLRU,
+    json_size,
+)
 from taskworks.workflows.model import (
     OnFailure,
     RunState,
@@ -48,9 +54,11 @@ Steps = WorkflowStepRun
 Runs = WorkflowRun
 #: names per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 CHUNK = 2000
-#: parsed definitions kept per process (each map-reduce job stores one of its own)
+#: parsed definitions kept per process (each map-reduce job stores one of its own), at
+#: most DEFINITIONS_MAX_BYTES of them
 DEFINITIONS_BOUND = 1000
-#: runs whose (workflow, version, input) are kept per process
+#: runs whose (workflow, version, input) are kept per process, at most
+#: RUN_INPUTS_MAX_BYTES of inputs
 RUNS_BOUND = 1000
 
 K = TypeVar("K")
@@ -128,9 +136,11 @@ def _run(conn: Connection, stmt: Any, params: dict[str, Any] | None = None,
 class RunStore:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._definitions: dict[tuple[str, int], Workflow] = {}
+        self._definitions: SizedLRU[tuple[str, int], Workflow] = SizedLRU(
+            DEFINITIONS_BOUND, DEFINITIONS_MAX_BYTES)
         #: run id -> (workflow, version, input): immutable, read by every step
-        self._runs: dict[str, tuple[str, int, Any]] = {}
+        self._runs: SizedLRU[str, tuple[str, int, Any]] = SizedLRU(
+            RUNS_BOUND, RUN_INPUTS_MAX_BYTES)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -171,12 +181,13 @@ class RunStore:
     def definition(self, name: str, version: int) -> Workflow:
         """A stored version (immutable, so cached)."""
         key = (name, version)
-        if key not in self._definitions:
+        found = self._definitions.get(key)
+        if found is None:
             body = self._stored(name, version)
             if body is None:
                 raise InvalidInput("workflow", f"{name} v{version}", "a registered workflow")
-            return keep(self._definitions, key, workflow_from_dict(body), DEFINITIONS_BOUND)
-        return self._definitions[key]
+            found = self._definitions.put(key, workflow_from_dict(body), json_size(body))
+        return found
 
     def definitions(self) -> list[tuple[str, int, datetime]]:
         with self.store.session() as session:
@@ -260,7 +271,7 @@ class RunStore:
                 row: Any = _run(conn, sql.RUN_INFO, {"p_run": run_id}).first()
             if row is None:
                 raise InvalidInput("run_id", run_id, "the id of a workflow run")
-            found = keep(self._runs, run_id, (row[0], row[1], row[2]), RUNS_BOUND)
+            found = self._runs.put(run_id, (row[0], row[1], row[2]), json_size(row[2]))
         return found
 
     def dependencies(self, run_id: str, names: Sequence[str]) -> dict[str, tuple[

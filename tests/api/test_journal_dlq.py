@@ -102,3 +102,24 @@ def test_replay_and_purge_refuse_bad_input(api: httpx.Client, redis_client: redi
     assert purged.status_code == 200
     assert purged.json()["deleted"] >= 1
     assert api.get(f"/api/dlq/{letter['id']}").status_code == 404
+
+
+def test_dead_letters_are_shown_with_secret_arguments_hidden(
+        api: httpx.Client, tw: Any, start_worker: Callable[..., Any]) -> None:
+    start_worker(["default"])
+    task_id = api.post("/api/tasks", json={"name": "tests.echo", "args": [1], "kwargs": {
+        "fail_every": 1, "password": "hunter2-api", "headers": {"X-Api-Key": "key-api"},
+        "callback": "https://u:pw-api@example.org/cb?token=tok-api"}}).json()["id"]
+
+    def letter() -> dict[str, Any] | None:
+        rows = api.get("/api/dlq", params={"task": "tests.echo"}).json()
+        return next((r for r in rows if r["task_id"] == task_id), None)
+    listed = wait_for(letter, timeout=30, what="the dead letter")
+    shown = api.get(f"/api/dlq/{listed['id']}").json()
+    for body in (listed, shown):
+        assert body["kwargs"] == {"fail_every": 1, "password": "***",
+                                  "headers": {"X-Api-Key": "***"},
+                                  "callback": "https://u:***@example.org/cb?token=***"}
+        assert "hunter2-api" not in str(body)
+    # the stored letter keeps them: a replay sends the task as it was
+    assert tw.dead_letters.get(listed["id"]).kwargs["password"] == "hunter2-api"

@@ -194,8 +194,8 @@ def test_doctor_hides_the_database_password(tmp_path: Path, broker_url: str) -> 
 
 
 def test_doctor_hides_a_password_given_as_a_url_parameter(tmp_path: Path) -> None:
-    # BUG: redact_url only hides user:password@; a password in the query string
-    # (libpq/psycopg and redis-py both accept ?password=) is printed as is
+    # regression: redact_url hid only user:password@, and a password in the query
+    # string (libpq/psycopg and redis-py both accept ?password=) was printed as is
     done = run(tmp_path, "doctor", "--app", APP,
                TASKWORKS_DATABASE_URL="postgresql://u@127.0.0.1:1/x?password=s3cret")
     assert done.returncode == 1, done.stdout + done.stderr

@@ -8,6 +8,7 @@ import selectors
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import text
@@ -123,13 +124,15 @@ def test_wait_on_an_unreachable_database_hides_the_password() -> None:
 
 def test_wait_bad_input_exits_2(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    for args, expected in [
+    cases = [
         (["--timeout", "-1"], "Invalid value for '--timeout'"),
         (["--timeout", "soon"], "Invalid value for '--timeout'"),
         (["--interval", "0"], "Invalid value for '--interval'"),
         (["--interval", "inf"], "--interval: got inf, expected a finite number of seconds"),
-    ]:
-        done = db(url, "wait", *args)
+    ]
+    with ThreadPoolExecutor(4) as pool:  # side by side: each refuses before any work
+        results = list(pool.map(lambda case: db(url, "wait", *case[0]), cases))
+    for (args, expected), done in zip(cases, results, strict=True):
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert expected in one_line(done.stderr), (args, done.stderr)
         assert "Traceback" not in done.stderr

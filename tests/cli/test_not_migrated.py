@@ -4,6 +4,8 @@ The real command in a subprocess, on a fresh SQLite data dir and on real Postgre
 
 from __future__ import annotations
 
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,16 @@ def expected(url: str, found: str = "has no schema yet") -> str:
 def test_every_store_command_on_a_fresh_data_dir_says_run_db_upgrade(tmp_path: Path) -> None:
     data = tmp_path / "data"
     database = data / "taskworks.db"
-    for command in STORE_COMMANDS:
+
+    def attempt(command: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
         # the default store: the data dir's SQLite file
-        done = run(tmp_path, *command, unset=("TASKWORKS_DATABASE_URL",),
+        return run(tmp_path, *command, unset=("TASKWORKS_DATABASE_URL",),
                    TASKWORKS_DATA_DIR=str(data))
+
+    # side by side: each is a process that only reads (or refuses to)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(attempt, STORE_COMMANDS))
+    for command, done in zip(STORE_COMMANDS, results, strict=True):
         assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert "Traceback" not in done.stderr, done.stderr
         assert done.stderr.splitlines() == [expected(f"sqlite:///{database}")], done.stderr

@@ -23,6 +23,7 @@ import yaml
 from taskworks import load_settings
 from taskworks.cli.loader import APP_ENV
 from tests.api.server import ApiServer
+from tests.support.cli_help import help_text
 from tests.support.postgres import free_port
 from tests.support.workers import ROOT
 
@@ -64,14 +65,6 @@ def one_shot(name: str, all_services: dict[str, dict[str, Any]]) -> bool:
                for other in all_services.values()
                for dep_name, dep in (other.get("depends_on") or {}).items()
                if dep_name == name)
-
-
-def help_text(subcommand: list[str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "taskworks", *subcommand, "--help"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"})
-    assert done.returncode == 0, (subcommand, done.stdout, done.stderr)
-    return done.stdout
 
 
 def split_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:

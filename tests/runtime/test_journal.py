@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
+from taskworks.redaction import Redactor
 from taskworks.runtime import journal
-from taskworks.runtime.redact import Redactor
 from tests.support.workers import ROOT, WorkerProcess
 
 

@@ -1,12 +1,14 @@
 """The outage soak: the soak's tasks and worker kills on PostgreSQL, plus the store stopped
 for 10 s and the broker restarted mid-run.
 
-A private PostgreSQL (stopped and started for real) is the store; this test process's
-own Valkey (tests/conftest.py) is stopped (SIGTERM: it writes its append-only file) and
-started again on the same port and data dir. Every check of the main soak applies
-(tests/soak/harness.py). An outage may requeue a task (docs/runtime.md: an outcome that
-cannot be recorded is not acknowledged): a plain task's body then runs again, an
-idempotent one answers from its stored result; either way its outcome is recorded once.
+A private PostgreSQL (stopped and started for real) is the store, and a private Valkey
+the broker: it is stopped (SIGTERM: it writes its append-only file) and started again on
+the same port and data dir. Both are the test's own (and so is the app that submits, on
+that broker), so the test runs alongside the others: no other test meets the outages.
+Every check of the main soak applies (tests/soak/harness.py). An outage may requeue a
+task (docs/runtime.md: an outcome that cannot be recorded is not acknowledged): a plain
+task's body then runs again, an idempotent one answers from its stored result; either
+way its outcome is recorded once.
 ``TASKWORKS_SOAK_OUTAGE_TASKS`` sizes the run (6,000). See docs/soak.md.
 """
 
@@ -15,21 +17,23 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from taskworks import keys
+from taskworks import Taskworks, keys
 from taskworks.broker.embedded import EmbeddedBroker
 from taskworks.runtime.dlq import DeadLetterStore
+from taskworks.settings import load_settings
 from taskworks.store.engine import Store
-from tests.soak import harness
+from tests.soak import harness, soak_tasks
 from tests.soak.harness import STALLED_AFTER, WORKER_ENV, Chaos
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, free_port
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.postgres
@@ -91,7 +95,7 @@ class Outages:
         return len(self.windows) == 2 and all(up for _, up in self.windows.values())
 
     def end(self) -> None:
-        """Whatever happened, both run again: later tests of this process use the broker."""
+        """Whatever happened, both run again: the checks read them."""
         if self.broker.running() is None:
             self.broker.start()
         store = self.windows.get("store")
@@ -119,20 +123,54 @@ def _idle(client: redis.Redis) -> bool:
         return False  # the broker is down: its messages wait in its append-only file
 
 
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A Valkey of the test's own (append-only, as `taskworks up` runs it)."""
+    broker = EmbeddedBroker(tmp_path / "broker", port=free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
 @pytest.mark.timeout(int(FINISH_WITHIN) + 180)
 def test_outage_soak_store_and_broker_outages_on_top_of_kills(
-    tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess],
-    private_postgres: PostgresServer, embedded_broker: EmbeddedBroker,
+    tmp_path: Path, private_postgres: PostgresServer, private_broker: EmbeddedBroker,
 ) -> None:
     began = time.monotonic()
-    store = Store(private_postgres.url)
-    chaos = Chaos(start_worker, env={**WORKER_ENV,
-                                     "TASKWORKS_DATABASE_URL": private_postgres.url})
+    server = private_broker.running()
+    assert server is not None
+    env = {**os.environ, **WORKER_ENV, "TASKWORKS_BROKER_URL": server.url,
+           "TASKWORKS_DATABASE_URL": private_postgres.url}
+    # the app that submits and pings: the workers' configuration, on the private parts
+    tw = Taskworks(settings=load_settings(broker_url=server.url,
+                                          database_url=private_postgres.url))
+    soak_tasks.register(tw)
+    redis_client = redis.Redis.from_url(server.url, decode_responses=True)
+    started: list[WorkerProcess] = []
+
+    def start_worker(queues: list[str], *, env: dict[str, str], ready: bool = True,
+                     **options: Any) -> WorkerProcess:
+        worker = WorkerProcess(tw.app, env, queues, log_dir=tmp_path, **options)
+        started.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    try:
+        _run(tw, redis_client, Chaos(start_worker, env=env), private_postgres,
+             private_broker, began)
+    finally:
+        for worker in started:
+            worker.stop()
+        redis_client.close()
+
+
+def _run(tw: Any, redis_client: redis.Redis, chaos: Chaos, postgres: PostgresServer,
+         broker: EmbeddedBroker, began: float) -> None:
+    store = Store(postgres.url)
     chaos.launch_all()
     submitted = harness.submit(tw, TASKS, ALWAYS_FAIL_EVERY, CHUNK)
     assert not harness.broker_idle(redis_client)
     chaos.arm()
-    outages = Outages(private_postgres, embedded_broker)
+    outages = Outages(postgres, broker)
     exited: list[WorkerProcess] = []
 
     # -- kills and outages until every task has an outcome -------------------------
@@ -152,8 +190,8 @@ def test_outage_soak_store_and_broker_outages_on_top_of_kills(
             time.sleep(0.3)
     finally:
         outages.end()
-        # this process's pooled broker connections died with the restart: later tests
-        # of the process get fresh ones (what Celery does for a forked child)
+        # the app's pooled broker connections died with the restart: the checks get
+        # fresh ones (what Celery does for a forked child)
         tw.app._after_fork()
     chaos_ended = time.monotonic()
     settle = time.monotonic() + 3 * float(WORKER_ENV["TASKWORKS_VISIBILITY_TIMEOUT"]) + 10

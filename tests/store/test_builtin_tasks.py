@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from taskworks import InvalidInput, Taskworks, load_settings
+from taskworks import InvalidInput, Taskworks, keys, load_settings
 from taskworks.store.migrate import upgrade
-from taskworks.store.tables import HealthCheck, Report
+from taskworks.store.tables import HealthCheck, Notification, Report
 from taskworks.tasks.builtin import cleanup_expired, daily_report, health_check
 
 
@@ -56,10 +57,26 @@ def test_cleanup_deletes_only_expired_rows(tw: Taskworks) -> None:
     old, recent = now - timedelta(days=15), now - timedelta(days=13)
     with tw.store.session() as session:
         session.add_all([_check(old), _check(old), _check(recent), _report(old), _report(recent)])
-    nothing_journaled = {"journal_by_age": 0, "journal_by_count": 0}
-    assert cleanup_expired(tw) == {"health_checks": 2, "reports": 1, **nothing_journaled}
+    nothing_else = {"journal_by_age": 0, "journal_by_count": 0, "dead_letters": 0,
+                    "replayed_dead_letters": 0, "notifications": 0, "scaling_decisions": 0,
+                    "mapreduce_jobs": 0, "workflow_runs": 0, "workflow_definitions": 0,
+                    "undeliverable": 0}
+    assert cleanup_expired(tw) == {"health_checks": 2, "reports": 1, **nothing_else}
     assert (_count(tw, HealthCheck), _count(tw, Report)) == (1, 1)
-    assert cleanup_expired(tw) == {"health_checks": 0, "reports": 0, **nothing_journaled}
+    assert cleanup_expired(tw) == {"health_checks": 0, "reports": 0, **nothing_else}
+
+
+def test_cleanup_applies_the_retention_settings(tw: Taskworks, redis_client: Any) -> None:
+    """The hourly task runs every rule of taskworks/store/retention.py (tested there)."""
+    now = datetime.now(UTC)
+    with tw.store.session() as session:
+        session.add_all([Notification(created_at=now - timedelta(days=d), channel="email",
+                                      task_name="t", severity="high", subject="s",
+                                      status="sent") for d in (31, 29)])
+    redis_client.rpush(keys.UNDELIVERABLE, *range(10_005))
+    deleted = cleanup_expired(tw)
+    assert (deleted["notifications"], deleted["undeliverable"]) == (1, 5)
+    assert redis_client.llen(keys.UNDELIVERABLE) == 10_000
 
 
 def test_daily_report_counts_only_that_day(tw: Taskworks) -> None:

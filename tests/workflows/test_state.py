@@ -254,14 +254,12 @@ def test_property_random_dags_run_each_step_once_after_its_dependencies(
 
 
 def test_the_parsed_definition_cache_is_bounded_and_misses_read_the_store(
-        runs: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    from taskworks.workflows import state
-
-    monkeypatch.setattr(state, "DEFINITIONS_BOUND", 3)
+        runs: RunStore) -> None:
+    runs._definitions.max_entries = 3
     names = [f"bounded-{i}" for i in range(8)]
     for name in names:
         runs.save_definition(Workflow(name=name, steps=(Step("only", "wf.noop"),)))
     for _ in range(2):  # the second pass reads back what the bound dropped
         for name in names:
             assert runs.definition(name, 1).name == name
-            assert len(runs._definitions) <= 4
+            assert len(runs._definitions) <= 3

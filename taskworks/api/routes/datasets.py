@@ -5,6 +5,10 @@ An upload is the request body itself (``Content-Type: text/csv`` or
 ``file`` field. Either way it is spooled to a temporary file and imported by
 ``Datasets.import_file``: streamed in chunks, all or nothing, bad rows reported with their
 line numbers (a 422 that lists them; nothing is stored).
+
+The body is capped at ``MAX_UPLOAD_BYTES`` while it streams, however it is sent, by the
+app's ``BodyLimit`` middleware (taskworks/api/limits.py): past the cap the reading below
+fails and the answer is a 413, so neither the form parser's spool nor ours grows beyond it.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ from taskworks.api.errors import NotFound, invalid_input_body
 from taskworks.api.models import DatasetDeleted, DatasetDetail, DatasetItemModel, DatasetModel
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.datasets import BadRows, DatasetInfo, Datasets
+from taskworks.mapreduce.readers import RowRefused
 from taskworks.store.tables import Dataset, ProcessingResult, WorkflowRun
 from taskworks.workflows.model import RunState
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
-#: an upload larger than this is refused (it is spooled to disk before the import)
+#: an upload larger than this is a 413 (taskworks/api/limits.py reads it per request); it
+#: bounds the temporary files an upload is spooled to before the import
 MAX_UPLOAD_BYTES = 1 << 30
 MAX_HEAD = 100
 #: no control characters: a name is shown in terminals and pages, and PostgreSQL refuses NUL
@@ -98,6 +104,15 @@ def _bad_rows(exc: BadRows, filename: str) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
+def _refused_row(exc: RowRefused, filename: str) -> JSONResponse:
+    """A row over the readers' limits: the message names its line and field, and so do
+    ``line`` and ``column``; ``field`` is the request's, the file."""
+    body = invalid_input_body(exc)
+    body["detail"][0].update(type="row_refused", loc=["file"], field="file", file=filename,
+                             line=exc.line, column=exc.column)
+    return JSONResponse(body, status_code=422)
+
+
 def _format(given: str | None, filename: str | None, content_type: str) -> Format:
     if given is not None:
         if given not in ("csv", "jsonl"):
@@ -112,19 +127,8 @@ def _format(given: str | None, filename: str | None, content_type: str) -> Forma
     return "csv" if found == "csv" else "jsonl"
 
 
-def _check_length(request: Request) -> None:
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_UPLOAD_BYTES:
-        raise InvalidInput("body", f"{length} bytes", f"at most {MAX_UPLOAD_BYTES} bytes")
-
-
 async def _spool_body(request: Request, out: IO[bytes]) -> None:
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_UPLOAD_BYTES:
-            raise InvalidInput("body", f"more than {MAX_UPLOAD_BYTES} bytes",
-                               f"at most {MAX_UPLOAD_BYTES} bytes")
+    async for chunk in request.stream():  # capped by BodyLimit as it streams
         out.write(chunk)
 
 
@@ -150,13 +154,13 @@ async def _spool_form(request: Request, out: IO[bytes]) -> tuple[str | None, str
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetDetail,
              openapi_extra=UPLOAD_BODY,
              responses={422: {"description": "bad input; bad rows are listed with their "
-                                             "line numbers in detail[0].bad_rows"}})
+                                             "line numbers in detail[0].bad_rows"},
+                        413: {"description": "a body over the upload cap"}})
 async def import_dataset(request: Request, ctx: Ctx, name: NameQ = None,
                          format: FormatQ = None, infer_types: Annotated[bool, Query(
                              description="CSV cells as numbers where they are")] = True
                          ) -> Any:
     """Import an upload as a new dataset, all or nothing."""
-    _check_length(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     with tempfile.TemporaryDirectory(prefix="taskworks-upload-") as directory:
         path = Path(directory) / "upload"
@@ -179,6 +183,8 @@ async def import_dataset(request: Request, ctx: Ctx, name: NameQ = None,
                                            fmt=fmt, infer_types=infer_types)
         except BadRows as exc:
             return _bad_rows(exc, label)
+        except RowRefused as exc:
+            return _refused_row(exc, label)
         except InvalidInput as exc:
             raise _renamed(exc, label) from None
         except DataError as exc:  # e.g. a NUL character PostgreSQL will not store

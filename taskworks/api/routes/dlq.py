@@ -12,7 +12,8 @@ from taskworks.api.errors import NotFound
 from taskworks.api.models import DeadLetterItem, Purged, Replay, Replayed
 from taskworks.api.routes.journal import since_of
 from taskworks.errors import InvalidInput
-from taskworks.runtime.dlq import DeadLetterFilter
+from taskworks.redaction import Redactor
+from taskworks.runtime.dlq import DeadLetterFilter, shown
 from taskworks.store.tables import DeadLetter
 
 router = APIRouter(prefix="/api/dlq", tags=["dead letters"])
@@ -28,21 +29,24 @@ def _filter(task: str | None, exception: str | None, since: str | None) -> DeadL
                             since=since_of(since))
 
 
-def item(row: object) -> DeadLetterItem:
-    return DeadLetterItem.model_validate(row, from_attributes=True)
+def item(ctx: Ctx, row: DeadLetter) -> DeadLetterItem:
+    """A letter with its secret-looking arguments hidden (the row keeps them for replay)."""
+    redact = Redactor(ctx.tw.settings.journal.redact_keys)
+    return DeadLetterItem.model_validate(shown(row, redact))
 
 
 @router.get("", response_model=list[DeadLetterItem])
 def dlq_list(ctx: Ctx, task: TaskQ = None, exception: ExcQ = None, since: SinceQ = None,
              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterItem]:
     """Dead letters, newest first."""
-    return [item(r) for r in ctx.tw.dead_letters.find(_filter(task, exception, since), limit)]
+    rows = ctx.tw.dead_letters.find(_filter(task, exception, since), limit)
+    return [item(ctx, r) for r in rows]
 
 
 @router.get("/{letter_id}", response_model=DeadLetterItem)
 def dlq_show(letter_id: LetterId, ctx: Ctx) -> DeadLetterItem:
     try:
-        return item(ctx.tw.dead_letters.get(letter_id))
+        return item(ctx, ctx.tw.dead_letters.get(letter_id))
     except InvalidInput:
         raise NotFound("dead letter", letter_id) from None
 

@@ -24,12 +24,14 @@ from taskworks.api.models import (
 )
 from taskworks.errors import InvalidInput
 from taskworks.submission import check_submittable
+from taskworks.workflows import model
 from taskworks.workflows.model import Workflow, load_yaml, workflow_from_dict
 
 router = APIRouter(tags=["workflows"])
 
-#: a definition body larger than this is refused before parsing
-MAX_DEFINITION_BYTES = 1_000_000
+#: a definition body larger than this (the library's cap for definition files) is a 413
+#: while it streams in, before it is read whole or parsed (taskworks/api/limits.py)
+MAX_DEFINITION_BYTES = model.MAX_DEFINITION_BYTES
 #: the store's column sizes: refused here rather than failing in PostgreSQL
 MAX_NAME = 255
 MAX_INT = 2**31 - 1
@@ -51,12 +53,11 @@ DEFINITION_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": 
 
 
 def _parse(raw: bytes, content_type: str) -> Any:
-    if len(raw) > MAX_DEFINITION_BYTES:
-        raise InvalidInput("body", f"{len(raw)} bytes", f"at most {MAX_DEFINITION_BYTES}")
     try:
         text = raw.decode()
         return load_yaml(text) if "yaml" in content_type else json.loads(text)
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+    # RecursionError: deep nesting, within the size cap, exhausts the parsers' recursion
+    except (UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as exc:
         kind = "YAML" if "yaml" in content_type else "JSON"
         raise InvalidInput("body", raw[:200].decode("utf-8", "replace"),
                            f"a workflow definition in {kind} ({exc})") from None
