@@ -1,8 +1,8 @@
-"""Conditions on a dict of data (the seed's evaluate_condition), safe by construction.
+"""Conditions on a dict of data (the patterns guide's evaluate_condition), safe by construction.
 
 Rules: ``value_equals`` (field, value), ``value_greater_than`` (field, threshold),
 ``field_exists`` (field) and ``custom_function`` (function): a predicate registered by
-name with ``@predicate("name")``. The seed looked custom functions up with
+name with ``@predicate("name")``. The patterns guide looked custom functions up with
 ``globals().get(name)``, which lets data name any function of the module; here only
 what was registered on purpose can run, and an unknown name is refused with the list
 of known ones.

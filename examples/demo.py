@@ -1,4 +1,5 @@
-"""``make demo``: start the embedded stack, run the seed scenarios, print what happened, stop.
+"""``make demo``: start the embedded stack, run the patterns guide's scenarios, print what
+happened, stop.
 
 Each capability adds its scenario here.
 """
@@ -41,7 +42,7 @@ def topology_scenario() -> None:
         ("demo.greet", ["taskworks"], {}),
     ]
     sent = [(name, tw.submit(name, args, **opts)) for name, args, opts in calls]
-    table = Table(title="Every queue of the seed's topology, served by its worker group")
+    table = Table(title="Every queue of the patterns guide's topology, served by its worker group")
     for column in ("task", "queue", "worker", "pid", "result"):
         table.add_column(column)
     for name, result in sent:
@@ -79,9 +80,9 @@ def main() -> int:
         RuntimeDemo(tw, console).run()
         console.rule("resilience: a circuit breaker shared by every worker")
         breaker_scenario(tw, console)
-        console.rule("workflows: the seed's data_processing and conditional_processing")
+        console.rule("workflows: the patterns guide's data_processing and conditional_processing")
         workflow_scenario(tw, console)
-        console.rule("map-reduce: the seed's distributed processing example")
+        console.rule("map-reduce: the patterns guide's distributed processing example")
         mapreduce_scenario(tw, console)
         console.rule("control plane and autoscaler")
         control_scenario(tw, console)

@@ -1,4 +1,5 @@
-"""Tasks of the demo: one per queue of the seed's topology, each doing a little real work."""
+"""Tasks of the demo: one per queue of the patterns guide's topology, each doing a little
+real work."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from examples.workflows import steps as workflow_steps
 from taskworks import Taskworks
 
 tw = Taskworks()
-patterns.register(tw)  # the seed's task patterns (examples/patterns.py)
-workflow_steps.register(tw)  # the step tasks of the seed's workflows (examples/workflows/)
+patterns.register(tw)  # the patterns guide's task patterns (examples/patterns.py)
+# the step tasks of the patterns guide's workflows (examples/workflows/)
+workflow_steps.register(tw)
 
 
 def _where(task: Any) -> dict[str, Any]:

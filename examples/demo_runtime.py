@@ -1,4 +1,4 @@
-"""The runtime section of ``make demo``: the seed's task patterns end to end, and the
+"""The runtime section of ``make demo``: the patterns guide's task patterns end to end, and the
 runtime at work around them (retry with backoff, dead letter and replay, journal,
 progress). Called by examples/demo.py once the stack is up."""
 
@@ -87,7 +87,7 @@ class RuntimeDemo:
     def run(self) -> None:
         tables.create_tables(self.tw)
         tables.clear_tables(self.tw)  # the example's own tables: each run starts afresh
-        self.console.rule("task runtime: the seed's task patterns")
+        self.console.rule("task runtime: the patterns guide's task patterns")
         self.dataset_with_progress()
         self.email_with_retries()
         self.batch_users()

@@ -1,4 +1,4 @@
-"""The seed's run_distributed_processing_example, on taskworks' map-reduce jobs.
+"""The patterns guide's run_distributed_processing_example, on taskworks' map-reduce jobs.
 
 A generated dataset of people (some with a malformed email, a missing name or an id
 that is not a number) is imported, then two jobs run over it in partitions on the

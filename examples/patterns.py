@@ -1,4 +1,4 @@
-"""The seed's task patterns, on the taskworks runtime.
+"""The patterns guide's task patterns, on the taskworks runtime.
 
 ``register(tw)`` declares them on any Taskworks instance (the demo's, the tests'):
 
@@ -10,7 +10,7 @@
     examples.collect_user_batches     the chord's callback
     examples.conditional_processing   rules and named predicates decide what to submit
 
-What changed from the seed: retries are the runtime's retry policies (no decorator
+What changed from the patterns guide: retries are the runtime's retry policies (no decorator
 loops), errors are the runtime's journal and dead-letter store (no FAILURE state written
 by hand), no task waits on another (``.get()`` in a task starves the pool: the batch
 task replaces itself with a chord), predicates come from a registry (no ``globals()``),
@@ -98,7 +98,7 @@ def _dataset_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def process_item(item: Any, options: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """One item processed, and whether it is valid (the seed's process_single_item)."""
+    """One item processed, and whether it is valid (the patterns guide's process_single_item)."""
     processed = dict(item) if isinstance(item, Mapping) else {"value": item}
     if options["normalize"]:
         processed = {k: v.strip().lower() if isinstance(v, str) else v

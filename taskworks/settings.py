@@ -40,7 +40,7 @@ from taskworks.redaction import SECRET_WORDS, redact_url
 
 DEFAULT_QUEUES = ["default", "cpu_intensive", "io_intensive", "priority", "scheduled"]
 
-# The seed's routes: task-name globs to queues.
+# The patterns guide's routes: task-name globs to queues.
 DEFAULT_ROUTES = {
     "tasks.cpu_intensive.*": "cpu_intensive",
     "tasks.io_intensive.*": "io_intensive",
@@ -265,7 +265,7 @@ class AutoscaleSettings(_Strict):
     scale_down_after: float = Field(default=30.0, ge=0)
     #: no scale-up while the machine's CPU use (percent) is above this (100: never held)
     cpu_ceiling: float = Field(default=90.0, gt=0, le=100)
-    #: no scale-up while memory use (percent) is above this (the seed's 85 %)
+    #: no scale-up while memory use (percent) is above this (the patterns guide's 85 %)
     memory_threshold: float = Field(default=85.0, gt=0, le=100)
     #: worker processes of all groups together never exceed this (None: 4 per core)
     max_total_workers: int | None = Field(default=None, ge=1)

@@ -1,6 +1,6 @@
 """Celery signal handlers: per-process resources and task logging context.
 
-The seed's prerun/postrun handlers log every task start and finish; here they also bind
+The patterns guide's prerun/postrun handlers log every task start and finish; here they also bind
 the task id and name to the logging context, so every line inside a task carries them.
 Handlers are filtered to the app they were connected for, so two apps never interfere.
 """

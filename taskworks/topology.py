@@ -1,6 +1,6 @@
 """Queue topology and the Celery configuration derived from settings.
 
-Priorities: taskworks speaks the seed's (and AMQP's) language, 0 to 9 with 9 the most
+Priorities: taskworks speaks the patterns guide's (and AMQP's) language, 0 to 9 with 9 the most
 urgent. Kombu's Redis transport serves its lowest number first, so ``broker_priority``
 flips the scale at the boundary; every level is its own list (``priority_steps``).
 """

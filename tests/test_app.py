@@ -38,7 +38,7 @@ def test_built_app_has_the_seed_configuration(tw: Any) -> None:
     assert [q.name for q in conf.task_queues] == [
         "default", "cpu_intensive", "io_intensive", "priority", "scheduled"]
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
-    # the seed's three entries, and the workflow engine's recovery sweep
+    # the patterns guide's three entries, and the workflow engine's recovery sweep
     assert set(conf.beat_schedule) == {"cleanup-expired-data", "daily-report", "health-check",
                                        "taskworks-workflows-sweep"}
     assert conf.beat_schedule["health-check"]["options"] == {"queue": "priority", "priority": 9}

@@ -1,4 +1,4 @@
-"""The seed's queue topology with real workers: routes, explicit queues, priorities."""
+"""The patterns guide's queue topology with real workers: routes, explicit queues, priorities."""
 
 from __future__ import annotations
 

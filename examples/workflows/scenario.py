@@ -1,4 +1,4 @@
-"""The workflow scenario of ``make demo``: the seed's two workflows, run for real.
+"""The workflow scenario of ``make demo``: the patterns guide's two workflows, run for real.
 
 The worker app must have the step tasks (``examples.workflows.steps.register(tw)``).
 """
@@ -39,7 +39,7 @@ def _table(status: RunStatus) -> Table:
 
 
 def workflow_scenario(tw: Taskworks, console: Console, timeout: float = 120) -> None:
-    """Register the seed's workflows from YAML, run them, and show every step."""
+    """Register the patterns guide's workflows from YAML, run them, and show every step."""
     if "workflows.validate_data" not in tw.app.tasks:
         raise InvalidInput("app", tw.app.main, "an app with examples.workflows.steps "
                            "registered (steps.register(tw))")

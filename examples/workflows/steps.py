@@ -1,4 +1,4 @@
-"""Real step tasks for the seed's workflows, and the predicate the conditional one uses.
+"""Real step tasks for the patterns guide's workflows, and the predicate the conditional one uses.
 
 ``register(tw)`` declares them on an app (the demo's, or yours). Each step gets
 ``input`` (the run input), ``results`` (its dependencies' results by step name) and

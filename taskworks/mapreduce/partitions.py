@@ -2,7 +2,7 @@
 
 Half-open ranges tile the index space exactly: partition k is
 [k*size, min((k+1)*size, n)), consecutive partitions share no index and leave none out.
-(The seed used ``BETWEEN start AND end`` with an exclusive end, so every boundary item was
+(The patterns guide used ``BETWEEN start AND end`` with an exclusive end, so every boundary item was
 processed by two partitions.)
 """
 

@@ -1,6 +1,6 @@
 """Sends a failure notice for every task that fails for good at or above ``min_severity``.
 
-The seed called send_error_notification from inside the failing task; here the failing
+The patterns guide called send_error_notification from inside the failing task; here the failing
 worker only publishes a small message to the notification task (priority queue,
 priority 9) and goes on: a slow SMTP server never holds a worker, and the dedupe window
 and delivery records are the notification task's business (notify/service.py).

@@ -1,4 +1,5 @@
-"""Fallback answers for breaker-guarded calls (the seed's get_cached_api_response, safely).
+"""Fallback answers for breaker-guarded calls (the patterns guide's get_cached_api_response,
+safely).
 
 A ``Fallback`` keeps the last good result of each call (JSON in Redis, with a TTL; never
 pickle) and, when the breaker is open or the call fails, answers with it, marked::

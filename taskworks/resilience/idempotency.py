@@ -1,4 +1,5 @@
-"""Idempotent tasks (the seed's idempotent_task, JSON instead of pickle) and enqueue dedupe.
+"""Idempotent tasks (the patterns guide's idempotent_task, JSON instead of pickle) and enqueue
+dedupe.
 
 ``@tw.task(idempotent=True)`` keys a call by task name + sha256 of the canonical JSON of
 its arguments; ``idempotency_key=fn`` (``fn(args, kwargs) -> str``) keys it yourself.

@@ -1,4 +1,5 @@
-"""Retry policies (the seed's RetryPolicy), redelivery counting and a cluster-wide retry budget.
+"""Retry policies (the patterns guide's RetryPolicy), redelivery counting and a cluster-wide
+retry budget.
 
 Which policy applies to a task: the one given as ``@tw.task(retry_policy=...)``, else the
 one registered for its name (``tw.retry_policies.register(name, policy)``), else the
@@ -44,7 +45,7 @@ class RetryPolicy:
     base_delay: float = 1.0
     backoff_factor: float = 2.0
     max_delay: float = 300.0
-    #: add a random 10-30 % to every delay (the seed's rule), so that retries of many
+    #: add a random 10-30 % to every delay (the patterns guide's rule), so that retries of many
     #: tasks failing together do not arrive together
     jitter: bool = True
     jitter_range: tuple[float, float] = (0.1, 0.3)
@@ -86,7 +87,7 @@ class RetryPolicy:
 
 
 class RetryPolicies:
-    """Policies registered by task name (the seed's register_retry_policy)."""
+    """Policies registered by task name (the patterns guide's register_retry_policy)."""
 
     def __init__(self, default: RetryPolicy | None = None) -> None:
         self.default = default or RetryPolicy()

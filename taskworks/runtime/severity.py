@@ -1,7 +1,7 @@
-"""Error severity (the seed's _classify_error) and error callbacks by exception type.
+"""Error severity (the patterns guide's _classify_error) and error callbacks by exception type.
 
 Rules map exception classes to a severity; for an error the most specific class in its
-MRO that has a rule wins, whatever the order rules were added in (the seed matched with
+MRO that has a rule wins, whatever the order rules were added in (the patterns guide matched with
 isinstance in dict order, so ``Exception`` could shadow ``ConnectionError``). A task
 option ``severity=`` overrides the rules for that task.
 """
@@ -154,7 +154,7 @@ def request_recycle() -> bool:
 
 
 def default_callbacks(tw: Taskworks) -> ErrorCallbacks:
-    """The seed's callbacks: a database error resets this process's pool; a MemoryError
+    """The patterns guide's callbacks: a database error resets this process's pool; a MemoryError
     collects garbage and has the child process recycled after the task."""
     callbacks = ErrorCallbacks()
 

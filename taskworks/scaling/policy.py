@@ -7,7 +7,7 @@ and touches no process, so every rule is tested with a table (tests/scaling/).
 Rules, per group, in this order:
 
 1. stay within ``min_workers`` and ``max_workers``;
-2. emergency: a queue deeper than 2x ``queue_threshold`` (the seed's rule) scales up at
+2. emergency: a queue deeper than 2x ``queue_threshold`` (the patterns guide's rule) scales up at
    once to what the backlog needs, without waiting for the scale-up cooldown;
 3. scale up when the backlog per worker (waiting + reserved + running messages, so that
    prefetched messages never hide a backlog) exceeds ``target_backlog``, to
@@ -19,7 +19,7 @@ Rules, per group, in this order:
    seconds. Between the low-water mark and the target nothing changes: that band, and
    the timers, are the hysteresis that keeps the fleet from flapping.
 
-The seed scaled the wrong way round (up only when the CPU was idle, down when busy);
+The patterns guide scaled the wrong way round (up only when the CPU was idle, down when busy);
 here a busy machine only stops growth, it never removes a worker that is doing work.
 """
 

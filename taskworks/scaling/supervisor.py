@@ -245,7 +245,7 @@ class Supervisor:
 
     # -- reporting ------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """The seed's worker stats, per group and in total."""
+        """The patterns guide's worker stats, per group and in total."""
         obs, decision = self.last_observations, self.last_decision
         groups: dict[str, Any] = {}
         for name in self.settings.worker_groups:

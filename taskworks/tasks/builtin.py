@@ -157,7 +157,7 @@ def register(tw: Taskworks) -> None:
     db_operation.register(tw)
 
     def queue(preferred: str) -> str:
-        # a topology without the seed's queues still gets working built-ins
+        # a topology without the patterns guide's queues still gets working built-ins
         return preferred if preferred in tw.settings.queues else tw.settings.default_queue
 
     @tw.task(name=HEALTH_CHECK, queue=queue("priority"), priority=9,

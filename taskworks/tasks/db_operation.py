@@ -1,4 +1,4 @@
-"""The built-in ``taskworks.db_operation`` task (the seed's resilient_database_operation).
+"""The built-in ``taskworks.db_operation`` task (the patterns guide's resilient_database_operation).
 
 One SELECT, INSERT, UPDATE or DELETE with bound parameters only (SQLAlchemy ``text()``),
 against the taskworks store or a database named in the ``databases`` setting. A dropped

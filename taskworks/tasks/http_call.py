@@ -1,4 +1,4 @@
-"""Built-in task ``taskworks.http_call`` (the seed's resilient_api_call), on httpx.
+"""Built-in task ``taskworks.http_call`` (the patterns guide's resilient_api_call), on httpx.
 
 Connection errors, timeouts, 5xx and 429 raise HttpUnavailable: retried with backoff by
 the retry policy registered for the task (``tw.retry_policies.register(HTTP_CALL, ...)``
@@ -43,7 +43,7 @@ ALLOW_HINT = ("to allow it, add its network to http_call.allowed_networks "
               "(TASKWORKS_HTTP_CALL__ALLOWED_NETWORKS) or set http_call.allow_private_networks")
 #: characters of a failed response's body kept in the error
 EXCERPT_CHARS = 300
-#: the seed's policy for resilient_api_call, retrying only what may succeed later
+#: the patterns guide's policy for resilient_api_call, retrying only what may succeed later
 DEFAULT_POLICY = RetryPolicy(max_retries=5, base_delay=2.0, max_delay=120.0,
                              retry_on=(HttpUnavailable,))
 

@@ -1,4 +1,4 @@
-"""Step conditions (the seed's conditional workflow), evaluated on the step's input.
+"""Step conditions (the patterns guide's conditional workflow), evaluated on the step's input.
 
 The step's input is the document ``{"input": <run input>, "params": <step params>,
 "results": {<dependency>: <its result>}}``; a condition's ``field`` is a dotted path in

@@ -17,7 +17,7 @@ from taskworks.runtime.retry import RetryPolicy
 from tests.mapreduce import job_functions
 
 tw = Taskworks()
-patterns.register(tw)  # the seed's task patterns, tested in tests/examples/
+patterns.register(tw)  # the patterns guide's task patterns, tested in tests/examples/
 job_functions.register(tw)  # a custom map-reduce function, tests/mapreduce/
 
 

@@ -138,6 +138,7 @@ def register(tw: Taskworks) -> None:
     tw.workflows.predicates.register(
         "input_is_large", lambda doc: int((doc["input"] or {}).get("size", 0)) > 100)
 
-    from examples.workflows import steps as example_steps  # the seed's workflows, for real
+    # the patterns guide's workflows, for real
+    from examples.workflows import steps as example_steps
 
     example_steps.register(tw)

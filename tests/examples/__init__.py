@@ -1,1 +1,1 @@
-"""The seed's task patterns (examples/), run on real workers."""
+"""The patterns guide's task patterns (examples/), run on real workers."""

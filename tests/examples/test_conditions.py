@@ -1,4 +1,4 @@
-"""The condition evaluator: the seed's rules, and predicates by registered name only."""
+"""The condition evaluator: the patterns guide's rules, and predicates by registered name only."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ DATA = {"plan": "pro", "orders": 12, "email": "ana@acme.io", "flag": True, "note
 @pytest.mark.parametrize(("rule", "params", "expected"), [
     ("value_equals", {"field": "plan", "value": "pro"}, True),
     ("value_equals", {"field": "plan", "value": "free"}, False),
-    # the seed's data.get(field) == value called a missing field equal to None
+    # the patterns guide's data.get(field) == value called a missing field equal to None
     ("value_equals", {"field": "missing", "value": None}, False),
     ("value_equals", {"field": "note", "value": None}, True),
     ("value_greater_than", {"field": "orders", "threshold": 10}, True),
     ("value_greater_than", {"field": "orders", "threshold": 12}, False),
     ("value_greater_than", {"field": "orders", "threshold": 11.5}, True),
-    # the seed defaulted a missing field to 0 and compared strings with numbers
+    # the patterns guide defaulted a missing field to 0 and compared strings with numbers
     ("value_greater_than", {"field": "missing", "threshold": -1}, False),
     ("value_greater_than", {"field": "plan", "threshold": 0}, False),
     ("value_greater_than", {"field": "flag", "threshold": 0}, False),
@@ -47,7 +47,7 @@ def test_unknown_predicate_is_refused_with_the_known_names() -> None:
 
 
 def test_module_functions_are_not_predicates() -> None:
-    # the seed's globals().get(name) would have found these
+    # the patterns guide's globals().get(name) would have found these
     for name in ("evaluate", "check", "predicate", "register", "create_tables"):
         with pytest.raises(InvalidInput, match="registered predicate"):
             evaluate(DATA, "custom_function", {"function": name})

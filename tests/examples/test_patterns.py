@@ -1,4 +1,4 @@
-"""Each of the seed's task patterns on a real worker, real Valkey, real store and SMTP."""
+"""Each of the patterns guide's task patterns on a real worker, real Valkey, real store and SMTP."""
 
 from __future__ import annotations
 

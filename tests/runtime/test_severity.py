@@ -40,7 +40,7 @@ def test_default_rules(exc: BaseException, expected: Severity) -> None:
 
 
 def test_most_specific_rule_wins_whatever_the_order() -> None:
-    # the seed matched in dict order: Exception first would shadow everything after it
+    # the patterns guide matched in dict order: Exception first would shadow everything after it
     rules = SeverityRules({Exception: Severity.HIGH}, default=Severity.LOW)
     rules.set(ConnectionError, "medium")
     rules.set(FlakyNetwork, Severity.CRITICAL)

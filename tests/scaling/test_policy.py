@@ -99,7 +99,7 @@ def test_no_scale_up_past_the_ceilings_even_in_an_emergency(cpu: float, memory: 
 
 
 def test_a_busy_machine_never_removes_a_worker() -> None:
-    # the seed's inverted rule removed workers when the CPU was busy
+    # the patterns guide's inverted rule removed workers when the CPU was busy
     decision = one(observe(100, 30, 3, cpu=99, memory=99), GroupState(3))
     assert desired(decision) == 3
 

@@ -1,4 +1,4 @@
-"""The seed's workflows from examples/workflows, run by a real worker on their queues."""
+"""The patterns guide's workflows from examples/workflows, run by a real worker on their queues."""
 
 from __future__ import annotations
 
