@@ -224,7 +224,7 @@ class RuntimeDemo:
         self.say(f"dead letter #{letter.id}", f"{letter.name} {letter.exc_type}: "
                  f"{letter.exc_message} (reason {letter.reason}, {letter.attempts} attempt)")
         tables.seed_dataset(self.tw, 99, "uploaded late", [{"id": 1}, {"id": 2}, {"id": 3}])
-        new_id = self.tw.dead_letters.replay(self.tw, [letter.id])[letter.id]
+        new_id = self.tw.dead_letters.replay([letter.id])[letter.id]
         self.final_ids.append(new_id)
         result = self.tw.app.AsyncResult(new_id).get(timeout=30)
         again = self.tw.dead_letters.get(letter.id)

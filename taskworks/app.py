@@ -12,17 +12,21 @@ from kombu import Queue
 from taskworks import bulk, signals, topology
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import Jobs
+from taskworks.notify.task import NOTIFY_TASK
 from taskworks.resilience.breaker_registry import Breakers
 from taskworks.resilience.ratelimit import RateLimits
 from taskworks.runtime.chain import default_runtime
-from taskworks.runtime.dlq import DeadLetterStore
+from taskworks.runtime.dlq import DeadLetterStore, Resend
 from taskworks.runtime.middleware import Middleware, Runtime
 from taskworks.runtime.progress import TaskSnapshot, read_progress
 from taskworks.runtime.retry import RetryPolicies
 from taskworks.runtime.severity import ErrorCallback, SeverityMiddleware, SeverityRules
 from taskworks.settings import Settings, load_settings
 from taskworks.store.engine import Store
+from taskworks.tasks import builtin
 from taskworks.workflows.api import Workflows
+
+__all__ = ["CELERY_OPTIONS", "Taskworks", "TaskworksTask"]
 
 #: Celery options ``@tw.task`` passes through; middlewares add their own options.
 #: ``rate_limit`` is deliberately NOT here: it is taskworks' cluster-wide limit
@@ -96,16 +100,25 @@ class Taskworks:
         self.app: Celery = app
         self.store = Store(self.settings.effective_database_url,
                            busy_timeout_ms=int(self.settings.sqlite_busy_timeout * 1000))
-        self.runtime = default_runtime(self)
-        self.dead_letters = DeadLetterStore(self.store)
+        self.runtime = default_runtime(
+            self.settings, self.store,
+            send_notice=lambda notice: str(self.submit(NOTIFY_TASK, [notice]).id))
+        self.dead_letters = DeadLetterStore(self.store, Resend(
+            submit=self.submit, queue_names=self.queue_names,
+            resume_run=lambda task_id: self.workflows.resume_for_task(task_id)))
         #: durable DAG workflows: ``tw.workflows.register(wf)``, ``.start(name, input)``
-        self.workflows = Workflows(self)
+        self.workflows = Workflows(
+            self.store, self.app, runtime=self.runtime, retry_policies=self.retry_policies,
+            route_of=self.route_of, queue_names=self.queue_names,
+            publish_many=self.submit_many,
+            visibility_timeout=self.settings.visibility_timeout,
+            default_time_limit=float(self.settings.worker.time_limit))
         #: map-reduce jobs: ``tw.jobs.start(dataset, function, params, partition_size)``
-        self.jobs = Jobs(self)
-        signals.connect(self)
-        from taskworks.tasks import builtin  # here: the built-ins need a Taskworks to bind to
-
-        builtin.register(self)
+        self.jobs = Jobs(self.store, self.workflows, self.task, self.queue_names)
+        signals.connect(self.app, self.runtime, self.store)
+        builtin.register(self.task, app=self.app, store=self.store, settings=self.settings,
+                         policies=self.retry_policies, breakers=self.breakers,
+                         workflows=self.workflows)
 
     def _add_missing_queues(self, app: Celery) -> None:
         existing = {q.name for q in (app.conf.task_queues or ())}

@@ -16,11 +16,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from taskworks.errors import TaskworksError
 from taskworks.redaction import redact_settings, redact_url
-from taskworks.tasks.builtin import probe_broker, probe_database
+from taskworks.tasks.health import probe_broker, probe_database
 from taskworks.workflows.validate import unacked_limits
 
 if TYPE_CHECKING:
     from taskworks.app import Taskworks
+
+__all__ = ["Check", "Report", "check_visibility", "configuration", "diagnose", "retry_delays",
+           "time_limits", "workflow_limits"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def diagnose(tw: Taskworks) -> Report:
     broker = probe_broker(tw.app.conf.broker_url)
     report.checks.append(Check("broker", bool(broker["ok"]), str(
         broker.get("error") or f"answers in {broker['latency_ms']} ms")))
-    database = probe_database(tw)
+    database = probe_database(tw.store)
     report.checks.append(Check("database", bool(database["ok"]), str(
         database.get("error") or f"answers in {database['latency_ms']} ms")))
     report.checks.append(check_visibility(tw))

@@ -12,6 +12,7 @@
     │   └── DuplicateRunning the same idempotent call is running (task_id)
     ├── OutcomeNotRecorded   the store or broker refused a task's outcome: its message
     │                        goes back to the queue and the task runs again
+    ├── AddressRefused       http_call's host resolves to an address it may not reach
     ├── HttpCallError        an HTTP call (taskworks.http_call) got no usable answer
     │   ├── HttpUnavailable  connection error, timeout, 5xx or 429: worth retrying
     │   └── HttpRejected     any other 4xx: the request itself is wrong, never retried
@@ -19,8 +20,11 @@
     ├── RedeliveryLimitExceeded  a message killed its worker more often than its policy allows
     ├── AllPartitionsFailed  a map-reduce job reducing partial results has none to reduce
     ├── WaitTimeout          ``Run.wait`` gave up before the run ended (also a TimeoutError)
+    ├── NotificationError    a channel (email, webhook) could not deliver a failure notice
     └── InvalidInput         a caller passed a value outside what an API accepts
         ├── WorkflowInvalid  a workflow definition: every problem, with its location
+        ├── RowRefused       a dataset row over a limit (line, field): nothing imported
+        ├── BadRows          a dataset import's bad rows (the first ones, and how many)
         └── NotSubmittable   a task ``api.submittable_tasks`` keeps from remote clients
 
 Each message names the field, the value and what was expected, so a CLI can print it
@@ -28,6 +32,16 @@ as is and exit 2.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+__all__ = ["AddressRefused", "AllPartitionsFailed", "BadRows", "BreakerOpen", "BrokerError",
+           "ConfigError", "Deferred", "DuplicateRunning", "HttpCallError", "HttpRejected",
+           "HttpUnavailable", "InvalidInput", "NotSubmittable", "NotificationError",
+           "OutcomeNotRecorded", "PortInUse", "RateLimited", "RedeliveryLimitExceeded",
+           "RowProblem", "RowRefused", "StoreError", "StoreNotMigrated", "TaskMemoryError",
+           "TaskworksError", "WaitTimeout", "WorkflowInvalid"]
 
 
 class TaskworksError(Exception):
@@ -210,3 +224,63 @@ class AllPartitionsFailed(TaskworksError):
 
 class WaitTimeout(TaskworksError, TimeoutError):
     """``Run.wait`` gave up before the run ended (the run goes on)."""
+
+
+class AddressRefused(TaskworksError):
+    """The host resolves to an address the call may not reach; raised before any
+    connection is attempted (``http_request`` turns it into HttpRejected)."""
+
+    def __init__(self, host: str, address: str, kind: str) -> None:
+        self.host = host
+        self.address = address
+        self.kind = kind
+        super().__init__(host, address, kind)
+
+    def __str__(self) -> str:
+        what = f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} address"
+        if self.host == self.address:
+            return f"host {self.host} is {what}"
+        return f"host {self.host!r} resolves to {self.address}, {what}"
+
+
+class NotificationError(TaskworksError):
+    """A channel could not deliver a failure notice. Its text is safe to log and store:
+    never the SMTP password, the webhook headers or the webhook URL's path."""
+
+
+class RowRefused(InvalidInput):
+    """A row over one of the limits above: the import stops there and stores nothing.
+    ``line`` is its line number, ``column`` the field (a CSV column, a JSON path such as
+    ``a.b[2]``) or None when the whole line is refused."""
+
+    def __init__(self, line: int, column: str | None, value: str, expected: str) -> None:
+        self.line = line
+        self.column = column
+        where = f"line {line}" if column is None else f"line {line}, field {column!r}"
+        super().__init__(where, value, expected)
+        self.args = (line, column, value, expected)  # what the constructor takes
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; nothing was imported"
+
+
+class RowProblem(Protocol):
+    """One bad row of an import (taskworks.mapreduce.readers.BadRow)."""
+
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class BadRows(InvalidInput):
+    """An import found bad rows; nothing was stored. ``bad_rows`` holds the first ones
+    (up to MAX_REPORTED_BAD_ROWS), ``total`` counts them all."""
+
+    def __init__(self, path: str, bad_rows: Sequence[RowProblem], total: int) -> None:
+        self.bad_rows = list(bad_rows)
+        self.total = total
+        more = f"\n  ... and {total - len(bad_rows)} more" if total > len(bad_rows) else ""
+        super().__init__("file", path, f"only well-formed rows; {total} bad row(s), nothing "
+                         "was imported:\n  " + "\n  ".join(map(str, bad_rows)) + more)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+__all__ = ["API_LOGIN_ATTEMPTS", "API_SESSION", "AUTOSCALE_STATUS", "BEAT_LEADER", "BREAKER",
+           "BREAKERS", "BREAKER_CACHE", "BREAKER_EVENTS", "BREAKER_NAMES", "BREAKER_WINDOW",
+           "DEDUPE", "IDEMPOTENCY", "NOTIFY", "PREFIX", "RATE_LIMIT", "REDELIVERIES", "REQUEUED",
+           "RETRY_BUDGET", "UNDELIVERABLE", "UNDELIVERABLE_MAX", "WAKE", "api_login_attempts",
+           "api_session", "beat_leader", "breaker", "breaker_cache", "breaker_events",
+           "breaker_window", "dedupe", "idempotency", "rate_limit", "redeliveries", "requeued",
+           "retry_budget", "wake"]
+
 PREFIX = "taskworks:"
 
 #: leader lock held by the one beat process allowed to fire schedule entries

@@ -14,6 +14,8 @@ import structlog
 
 from taskworks.redaction import redact_text
 
+__all__ = ["configure", "get_logger"]
+
 _configured: tuple[str, str] | None = None
 
 

@@ -22,6 +22,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+__all__ = ["MASK", "SECRET_WORDS", "Redactor", "error_message", "redact_settings", "redact_text",
+           "redact_url", "url_for_display"]
+
 MASK = "***"
 #: key words that mark a value as secret (substring, case-insensitive; '-' counts as '_'
 #: so that a header such as X-Api-Key matches api_key)

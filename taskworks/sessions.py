@@ -17,6 +17,8 @@ import redis
 
 from taskworks import keys
 
+__all__ = ["MAX_ID_LENGTH", "close_session", "is_live", "login_retry_after", "open_session"]
+
 #: longer cookies are not ours: refused without asking Redis
 MAX_ID_LENGTH = 100
 

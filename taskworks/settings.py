@@ -37,6 +37,14 @@ from sqlalchemy.exc import ArgumentError
 from taskworks.broker import urls as broker_urls
 from taskworks.errors import ConfigError
 from taskworks.redaction import SECRET_WORDS, redact_url
+from taskworks.runtime.severity import Severity
+
+__all__ = ["BROKER_SCHEMES", "DATABASE_DRIVERS", "DEFAULT_BEAT", "DEFAULT_QUEUES", "DEFAULT_ROUTES",
+           "DEFAULT_SUBMITTABLE_TASKS", "DEFAULT_WORKER_GROUPS", "ApiSettings", "AutoscaleSettings",
+           "BeatEntry", "BreakerSettings", "EmailSettings", "HttpCallSettings",
+           "IdempotencySettings", "JournalSettings", "NotifySettings", "RetentionSettings",
+           "RetrySettings", "Settings", "WebhookSettings", "WorkerDefaults", "WorkerGroup",
+           "load_settings"]
 
 DEFAULT_QUEUES = ["default", "cpu_intensive", "io_intensive", "priority", "scheduled"]
 
@@ -205,7 +213,7 @@ class NotifySettings(_Strict):
     email: EmailSettings | None = None
     webhook: WebhookSettings | None = None
     #: failures at or above this severity are notified
-    min_severity: Literal["low", "medium", "high", "critical"] = "high"
+    min_severity: Severity = Severity.HIGH
     #: the same task and exception type is notified once per window, with a count
     window_seconds: int = Field(default=600, ge=1)
 

@@ -8,23 +8,25 @@ Handlers are filtered to the app they were connected for, so two apps never inte
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
-from celery import signals
+from celery import Celery, signals
 
 from taskworks.logs import get_logger
 from taskworks.runtime.adoption import adopt_tasks
-from taskworks.runtime.middleware import TaskContext
+from taskworks.runtime.middleware import Runtime, TaskContext
+from taskworks.store.engine import Store
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["connect"]
 
 log = get_logger("taskworks.task")
 
 
-def connect(tw: Taskworks) -> None:
-    app = tw.app
+def connect(app: Celery, runtime: Runtime, store: Store) -> None:
+    """Connect the handlers of ``app``'s tasks and worker processes: logging context, the
+    runtime's adoption of the app's own tasks at worker start, the store's per-process
+    connections, and the runtime's flush at shutdown."""
 
     def mine(task: Any) -> bool:
         return task is not None and getattr(task, "app", None) is app
@@ -46,7 +48,7 @@ def connect(tw: Taskworks) -> None:
         if getattr(sender, "app", None) is app:
             # the app's modules are imported, no tracer is built yet: every task of the
             # app that taskworks did not declare gets the runtime here (adoption.py)
-            adopt_tasks(app, tw.runtime)
+            adopt_tasks(app, runtime)
         # Everything loaded so far lives as long as the worker: move it out of the
         # collector's reach. The prefork parent runs a full gc.collect() before each
         # fork (every max_tasks_per_child tasks); over the whole app that was a tenth of
@@ -55,12 +57,12 @@ def connect(tw: Taskworks) -> None:
 
     def on_process_init(**_: Any) -> None:
         # a forked child must open its own connections, never reuse the parent's
-        tw.store.dispose()
-        tw.store.engine  # noqa: B018  (the child's own pool, created now, not mid-task)
+        store.dispose()
+        store.engine  # noqa: B018  (the child's own pool, created now, not mid-task)
 
     def on_process_shutdown(**_: Any) -> None:
-        tw.runtime.shutdown()  # flush the journal before the store goes away
-        tw.store.dispose()
+        runtime.shutdown()  # flush the journal before the store goes away
+        store.dispose()
 
     def on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
         task = sender  # the task object; request is its Context
@@ -72,7 +74,7 @@ def connect(tw: Taskworks) -> None:
             args=tuple(request.args or ()), kwargs=dict(request.kwargs or {}), attempt=1,
             options=task.taskworks_options, hostname=getattr(request, "hostname", None),
         )
-        tw.runtime.revoked(ctx)
+        runtime.revoked(ctx)
 
     # weak=False: these closures have no other owner
     signals.task_prerun.connect(on_prerun, weak=False)

@@ -29,6 +29,8 @@ from taskworks.scaling.policy import Decision, Observations
 from taskworks.scaling.supervisor import Supervisor
 from taskworks.settings import Settings
 
+__all__ = ["Stack", "embedded_broker", "require_broker"]
+
 log = get_logger("taskworks.stack")
 
 

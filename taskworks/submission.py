@@ -23,6 +23,8 @@ from fnmatch import fnmatchcase
 from taskworks.errors import NotSubmittable
 from taskworks.settings import ApiSettings
 
+__all__ = ["ENV", "RESERVED_PREFIXES", "SETTING", "check_submittable", "submittable"]
+
 #: namespaces whose tasks a glob must name explicitly (see the module docstring)
 RESERVED_PREFIXES = ("taskworks.", "celery.")
 SETTING = "api.submittable_tasks"

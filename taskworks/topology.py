@@ -19,6 +19,9 @@ from taskworks.broker.transport import transport_for
 from taskworks.errors import InvalidInput
 from taskworks.settings import BeatEntry, Settings
 
+__all__ = ["MAX_PRIORITY", "beat_schedule", "broker_priority", "celery_config", "queues",
+           "restore_interval", "route_for", "user_priority"]
+
 MAX_PRIORITY = 9
 
 

@@ -204,7 +204,7 @@ class PeakMemory:
 
 def run_jobs(tw: Taskworks, dataset: str, timeout: float) -> tuple[float, dict[str, Any]]:
     """Start both jobs, wait until both runs are over; (wall seconds, results)."""
-    runs = tw.workflows.engine.runs
+    runs = tw.workflows.queries
     kwargs = {"partition_size": PARTITION_SIZE} if PARTITION_SIZE else {}
     t0 = time.perf_counter()
     ids = {function: tw.jobs.start(dataset, function, params, **kwargs)

@@ -65,7 +65,8 @@ def create_app(tw: Taskworks, token: str | None = None, *, dashboard: bool = Tru
                           socket_connect_timeout=5)
     app.state.context = ApiContext(tw=tw, token=token or None, client=client,
                                    settings=settings)
-    app.state.metrics = registry_for(tw, client)
+    app.state.metrics = registry_for(tw.store, client, tw.settings, tw.breakers,
+                                     tw.queue_names, tw.app.control.ping)
     errors.install(app)
     # innermost middleware: body caps (docs/security.md), wrapping the receive of every
     # reader of the body, with no BaseHTTPMiddleware between it and the routes

@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskworks.mapreduce.functions.params import JobParams
 from taskworks.mapreduce.partitions import DEFAULT_PARTITION_SIZE
+from taskworks.workflows.validate import MAX_VERSION
 
 #: a year: further than any visibility timeout; also keeps Celery's eta arithmetic finite
 MAX_COUNTDOWN = 365 * 86_400.0
@@ -228,16 +230,9 @@ class WorkflowSummary(BaseModel):
     created_at: datetime
 
 
-class WorkflowDefinition(BaseModel):
-    name: str
-    version: int
-    description: str
-    steps: list[dict[str, Any]]
-
-
 class RunStart(Strict):
     input: Any = None
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    version: int | None = Field(default=None, ge=1, le=MAX_VERSION)
 
 
 class RunCancel(Strict):
@@ -307,8 +302,7 @@ class JobStart(Strict):
     function: str = Field(min_length=1, max_length=128,
                           description="validation, transformation, analysis, aggregation "
                                       "or a registered custom function")
-    params: dict[str, Any] = Field(default_factory=dict,
-                                   description="the function's parameters")
+    params: JobParams = Field(default_factory=dict)
     partition_size: int = Field(default=DEFAULT_PARTITION_SIZE, ge=1, le=2**31 - 1,
                                 description="items per partition")
     on_partition_failure: Literal["fail", "reduce"] = Field(

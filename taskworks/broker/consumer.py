@@ -28,6 +28,8 @@ from celery.worker.consumer import Consumer
 
 from taskworks.logs import get_logger
 
+__all__ = ["ReconnectingConsumer"]
+
 log = get_logger("taskworks.worker")
 
 

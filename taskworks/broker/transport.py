@@ -45,6 +45,9 @@ from redis.exceptions import NoScriptError, RedisError
 from taskworks import keys
 from taskworks.logs import get_logger
 
+__all__ = ["CONSUME_SCRIPT", "CONSUME_SHA", "SCHEMES", "TRANSPORT", "WAKE_TOKENS", "Channel",
+           "PublishBatch", "QoS", "Transport", "transport_for"]
+
 log = get_logger("taskworks.broker")
 
 #: pop-and-record-as-unacked, atomically; comment lines dropped (sent by EVAL at times)

@@ -26,6 +26,8 @@ from urllib.parse import parse_qsl
 
 import redis
 
+__all__ = ["CERT_REQS", "SCHEMES", "SCHEME_ALIASES", "TLS_PARAMS", "normalise", "redis_client"]
+
 #: accepted for Valkey users; rewritten to the scheme every client knows
 SCHEME_ALIASES = {"valkey": "redis", "valkeys": "rediss"}
 SCHEMES = ("redis", "rediss", *SCHEME_ALIASES)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -16,10 +18,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
-from sqlalchemy import inspect
 
 from taskworks.cli.common import err, out, settings, when
-from taskworks.errors import StoreError
+from taskworks.errors import InvalidInput
 from taskworks.mapreduce.datasets import CHUNK_SIZE, DatasetInfo, Datasets
 from taskworks.store.engine import Store
 
@@ -28,13 +29,28 @@ dataset_cli = typer.Typer(no_args_is_help=True, help="Datasets for map-reduce jo
 NameOpt = Annotated[str, typer.Option("--name", help="the dataset's name (unique)")]
 ChunkOpt = Annotated[int, typer.Option(min=1, help="items inserted per statement")]
 
+#: the library's parameter names as ``import`` and ``register`` spell them
+_FLAGS = {"name": "--name", "format": "--format", "file": "FILE", "table": "--table",
+          "query": "--query", "table/query": "--table/--query",
+          "chunk_size": "--chunk-size", "source_url": "--source-url"}
+
+
+@contextmanager
+def _as_flags() -> Iterator[None]:
+    """Errors naming a parameter name its flag instead (a line refused keeps its own)."""
+    try:
+        yield
+    except InvalidInput as exc:
+        flag = _FLAGS.get(exc.field)
+        if flag is None:
+            raise
+        raise InvalidInput(flag, exc.value, exc.expected) from None
+
 
 def _datasets() -> Datasets:
-    store = Store(settings().effective_database_url)
-    if not inspect(store.engine).has_table("datasets"):
-        raise StoreError(f"the store at {store.engine.url!r} has no datasets table yet: "
-                         "run `taskworks db upgrade`")
-    return Datasets(store)
+    # a store not migrated yet fails its first query; `taskworks` (cli/main.py run) then
+    # says to run `taskworks db upgrade` (store/schema_check.py)
+    return Datasets(Store(settings().effective_database_url))
 
 
 def _done(info: DatasetInfo) -> None:
@@ -55,9 +71,10 @@ def dataset_import(
     """Import a CSV or JSONL file, all or nothing: bad rows are listed, nothing stored."""
     datasets = _datasets()
     size = file.stat().st_size if file.is_file() else None
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), TimeRemainingColumn(), console=err,
-                  transient=True) as progress:
+    with _as_flags(), Progress(TextColumn("{task.description}"), BarColumn(),
+                               DownloadColumn(), TransferSpeedColumn(),
+                               TimeRemainingColumn(), console=err,
+                               transient=True) as progress:
         task = progress.add_task(f"importing {file.name}", total=size)
         info = datasets.import_file(file, name, fmt=fmt, infer_types=infer,
                                     chunk_size=chunk_size,
@@ -78,8 +95,9 @@ def dataset_register(
 ) -> None:
     """Copy a SQL table or query into a dataset (dense item_index, all or nothing)."""
     datasets = _datasets()
-    with Progress(TextColumn("{task.description}"), TextColumn("{task.completed} rows"),
-                  console=err, transient=True) as progress:
+    with _as_flags(), Progress(TextColumn("{task.description}"),
+                               TextColumn("{task.completed} rows"), console=err,
+                               transient=True) as progress:
         task = progress.add_task(f"reading {table or 'query'}", total=None)
         info = datasets.register_sql(name, table=table, query=query, source_url=source_url,
                                      chunk_size=chunk_size,
@@ -123,7 +141,7 @@ def dataset_delete(
     name: str,
     yes: Annotated[bool, typer.Option("--yes", help="no confirmation")] = False,
 ) -> None:
-    """Delete a dataset and its items."""
+    """Delete a dataset and its items; refused while a running job reads or writes it."""
     datasets = _datasets()
     info = datasets.get(name)
     if not yes:

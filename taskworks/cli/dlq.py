@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -14,7 +15,6 @@ from taskworks.cli.common import AppOption, out, settings, when
 from taskworks.errors import InvalidInput
 from taskworks.redaction import Redactor
 from taskworks.runtime.dlq import DeadLetterFilter, shown
-from taskworks.runtime.journal import parse_since
 
 dlq_cli = typer.Typer(no_args_is_help=True, help="The dead-letter store.")
 
@@ -23,17 +23,27 @@ ExcOpt = Annotated[str | None, typer.Option("--exception", help="exception type 
 SinceOpt = Annotated[str | None, typer.Option(help="failed within, e.g. 1h, 7d")]
 UntilOpt = Annotated[str | None, typer.Option(help="failed before (ISO 8601, UTC)")]
 
+#: the library's parameter names as these commands spell them
+_FLAGS = {"task": "--task", "exc_type": "--exception", "since": "--since",
+          "until": "--until", "ids": "LETTER_IDS", "all": "--all", "id": "LETTER_ID"}
+
+
+@contextmanager
+def _as_flags() -> Iterator[None]:
+    """Errors naming a parameter name its flag instead."""
+    try:
+        yield
+    except InvalidInput as exc:
+        flag = _FLAGS.get(exc.field)
+        if flag is None:
+            raise
+        raise InvalidInput(flag, exc.value, exc.expected) from None
+
 
 def _filter(task: str | None, exception: str | None, since: str | None,
             until: str | None) -> DeadLetterFilter:
-    until_at = None
-    if until:
-        try:
-            until_at = datetime.fromisoformat(until)
-        except ValueError:
-            raise InvalidInput("--until", until, "an ISO 8601 time like 2026-11-23T12:00") from None
-    return DeadLetterFilter(task=task, exc_type=exception,
-                            since=parse_since(since) if since else None, until=until_at)
+    with _as_flags():
+        return DeadLetterFilter.parse(task=task, exc_type=exception, since=since, until=until)
 
 
 @dlq_cli.command("list")
@@ -59,8 +69,10 @@ def dlq_show(letter_id: int, app: AppOption = None) -> None:
     """One dead letter in full, secret-looking arguments hidden (journal.redact_keys)."""
     settings()
     tw = loader.load(app)
-    row = shown(tw.dead_letters.get(letter_id), Redactor(tw.settings.journal.redact_keys))
-    out.print_json(json.dumps(row, default=str))
+    with _as_flags():
+        letter = tw.dead_letters.get(letter_id)
+    out.print_json(json.dumps(shown(letter, Redactor(tw.settings.journal.redact_keys)),
+                              default=str))
 
 
 @dlq_cli.command("replay")
@@ -72,14 +84,10 @@ def dlq_replay(letter_ids: Annotated[list[int] | None, typer.Argument()] = None,
     """Submit dead letters again (by id, or --all matching the filters)."""
     settings()
     tw = loader.load(app)
-    if letter_ids and all_matching:
-        raise InvalidInput("LETTER_IDS", letter_ids, "either ids or --all, not both")
-    if letter_ids:
-        replayed = tw.dead_letters.replay(tw, letter_ids)
-    elif all_matching:
-        replayed = tw.dead_letters.replay_matching(tw, _filter(task, exception, since, until))
-    else:
-        raise InvalidInput("LETTER_IDS", None, "one or more ids, or --all with filters")
+    matching = _filter(task, exception, since, until)
+    with _as_flags():
+        replayed = tw.dead_letters.replay_selection(letter_ids, all=all_matching,
+                                                    matching=matching)
     for letter, new_id in replayed.items():
         out.print(f"dead letter {letter} replayed as task {new_id}")
     out.print(f"{len(replayed)} replayed")
@@ -95,6 +103,6 @@ def dlq_purge(task: TaskOpt = None, exception: ExcOpt = None, since: SinceOpt = 
     tw = loader.load(app)
     flt = _filter(task, exception, since, until)
     if not yes:
-        matching = len(tw.dead_letters.find(flt, limit=1_000_000))
-        typer.confirm(f"delete {matching} dead letters?", abort=True)
-    out.print(f"{tw.dead_letters.purge(flt)} deleted")
+        typer.confirm(f"delete {tw.dead_letters.count(flt)} dead letters?", abort=True)
+    # without filters this command means every letter: the confirmation asked for it
+    out.print(f"{tw.dead_letters.purge(flt, all=True)} deleted")

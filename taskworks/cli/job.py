@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Group
@@ -19,7 +19,7 @@ from rich.text import Text
 from taskworks.cli import loader
 from taskworks.cli.common import AppOption, err, json_arg, out, settings, when
 from taskworks.errors import InvalidInput
-from taskworks.mapreduce.jobs import POLICIES, Jobs, JobStatus
+from taskworks.mapreduce.jobs import Jobs, JobStatus, PartitionFailurePolicy
 from taskworks.mapreduce.partitions import DEFAULT_PARTITION_SIZE
 
 job_cli = typer.Typer(no_args_is_help=True, help="Map-reduce jobs over datasets.")
@@ -99,11 +99,14 @@ def job_run(
 ) -> None:
     """Start a job; prints its id (with --watch, follows it to the end)."""
     jobs = _jobs(app)
-    if on_partition_failure not in POLICIES:
-        raise InvalidInput("--on-partition-failure", on_partition_failure,
-                           " or ".join(POLICIES))
-    job_id = jobs.start(dataset, function, _params(params), partition_size,
-                        on_partition_failure=on_partition_failure)
+    policy = cast(PartitionFailurePolicy, on_partition_failure)  # the library checks it
+    try:
+        job_id = jobs.start(dataset, function, _params(params), partition_size,
+                            on_partition_failure=policy)
+    except InvalidInput as exc:
+        if exc.field != "on_partition_failure":
+            raise
+        raise InvalidInput("--on-partition-failure", exc.value, exc.expected) from None
     out.print(job_id)
     if watch:
         _end(_watch(jobs, job_id))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -14,6 +16,22 @@ from taskworks.errors import InvalidInput
 from taskworks.runtime import journal as journal_store
 
 journal_cli = typer.Typer(help="The outcome journal.", invoke_without_command=True)
+
+#: the library's parameter names as this command spells them
+_FLAGS = {"task": "--task", "state": "--state", "since": "--since", "severity": "--severity",
+          "limit": "--limit"}
+
+
+@contextmanager
+def _as_flags() -> Iterator[None]:
+    """Errors naming a parameter name its flag instead."""
+    try:
+        yield
+    except InvalidInput as exc:
+        flag = _FLAGS.get(exc.field)
+        if flag is None:
+            raise
+        raise InvalidInput(flag, exc.value, exc.expected) from None
 
 
 @journal_cli.callback()
@@ -32,9 +50,10 @@ def journal_list(
     if ctx.invoked_subcommand is not None:
         return
     settings()
-    q = journal_store.JournalQuery(task=task, state=state, severity=severity, limit=limit,
-                                   since=journal_store.parse_since(since) if since else None)
-    rows = journal_store.query(loader.load(app).store, q)
+    store = loader.load(app).store
+    with _as_flags():
+        rows = journal_store.list_entries(store, task=task, state=state, severity=severity,
+                                          since=since, limit=limit)
     if as_json:
         for row in rows:
             out.print_json(json.dumps(row_dict(row), default=str))

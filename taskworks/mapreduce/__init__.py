@@ -1,7 +1,8 @@
 """Map-reduce over partitioned datasets: datasets, partitions, functions, jobs
 (docs/mapreduce.md)."""
 
-from taskworks.mapreduce.datasets import BadRows, DatasetInfo, Datasets
+from taskworks.errors import BadRows
+from taskworks.mapreduce.datasets import DatasetInfo, Datasets
 from taskworks.mapreduce.functions import MapReduceFunction
 from taskworks.mapreduce.jobs import Jobs, JobStatus, PartitionStatus
 from taskworks.mapreduce.local import run_local

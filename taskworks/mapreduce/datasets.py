@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, MetaData, Table, delete, func, inspect, select, text, update
-from sqlalchemy.exc import IntegrityError, NoSuchTableError, SQLAlchemyError
+from sqlalchemy import Engine, MetaData, Table, delete, inspect, select, text, update
+from sqlalchemy.exc import DataError, IntegrityError, NoSuchTableError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from taskworks.errors import InvalidInput
+from taskworks.errors import BadRows, InvalidInput
 from taskworks.mapreduce.readers import (
     BadRow,
     CountingReader,
@@ -36,17 +36,24 @@ from taskworks.mapreduce.readers import (
     text_stream,
 )
 from taskworks.store.engine import Store, make_engine
-from taskworks.store.tables import Dataset, DatasetItem
+from taskworks.store.tables import Dataset, DatasetItem, MapReduceJob, WorkflowRun
+from taskworks.workflows.model import RunState
+
+__all__ = ["CHUNK_SIZE", "FORMATS", "MAX_NAME_LENGTH", "MAX_REPORTED_BAD_ROWS",
+           "DatasetInfo", "Datasets", "RowsDone", "jsonable", "write_items"]
 
 CHUNK_SIZE = 1000
 MAX_REPORTED_BAD_ROWS = 20
 FORMATS = ("csv", "jsonl")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _ITEMS = cast(Table, DatasetItem.__table__)
+#: control characters: a name is shown in terminals and pages, and PostgreSQL refuses NUL
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_NAME_LENGTH = 255
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 #: called with how far the source has been read (bytes of a file, rows of a query)
-Progress = Callable[[int], None]
+RowsDone = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -64,18 +71,6 @@ class DatasetInfo:
     def of(cls, row: Dataset) -> DatasetInfo:
         return cls(row.id, row.name, row.source, row.origin, row.state, row.row_count,
                    list(row.columns or []), row.created_at)
-
-
-class BadRows(InvalidInput):
-    """An import found bad rows; nothing was stored. ``bad_rows`` holds the first ones
-    (up to MAX_REPORTED_BAD_ROWS), ``total`` counts them all."""
-
-    def __init__(self, path: str, bad_rows: list[BadRow], total: int) -> None:
-        self.bad_rows = bad_rows
-        self.total = total
-        more = f"\n  ... and {total - len(bad_rows)} more" if total > len(bad_rows) else ""
-        super().__init__("FILE", path, f"only well-formed rows; {total} bad row(s), nothing "
-                         "was imported:\n  " + "\n  ".join(map(str, bad_rows)) + more)
 
 
 def jsonable(value: Any) -> Any:
@@ -138,16 +133,15 @@ class Datasets:
                 .order_by(DatasetItem.item_index).limit(limit))
             return [{"item_index": index, "data": data} for index, data in rows]
 
-    def count_items(self, name: str) -> int:
-        dataset = self.get(name)
-        with self.store.session() as session:
-            return int(session.scalar(select(func.count()).select_from(DatasetItem)
-                                      .where(DatasetItem.dataset_id == dataset.id)) or 0)
-
     def delete(self, name: str) -> int:
-        """Delete a dataset and its items; returns how many items went."""
+        """Delete a dataset and its items; returns how many items went. Refused while a
+        running job reads or writes it (its partitions would find their items gone)."""
         dataset = self.get(name)
         with self.store.session() as session:
+            job = _running_job_using(session, dataset.id)
+            if job is not None:
+                raise InvalidInput("name", name, f"a dataset no running job uses (job {job} "
+                                   "does: cancel it first)")
             removed = session.connection().execute(
                 delete(DatasetItem).where(DatasetItem.dataset_id == dataset.id)).rowcount
             session.execute(delete(Dataset).where(Dataset.id == dataset.id))
@@ -157,14 +151,18 @@ class Datasets:
 
     def import_file(self, path: str | Path, name: str, *, fmt: str | None = None,
                     infer_types: bool = True, chunk_size: int = CHUNK_SIZE,
-                    progress: Progress | None = None) -> DatasetInfo:
+                    progress: RowsDone | None = None, origin: str | None = None
+                    ) -> DatasetInfo:
         """Import a CSV or JSONL file, all or nothing (see the module docstring).
 
-        ``progress`` is called after each chunk with the bytes read so far."""
+        ``progress`` is called after each chunk with the bytes read so far. ``origin``
+        is what the dataset says it came from and what errors call the file (default:
+        its path; an upload spooled to a temporary file names the upload instead)."""
         path = Path(path)
+        origin = str(path) if origin is None else origin
         fmt = fmt or _SUFFIXES.get(path.suffix.lower())
         if fmt not in FORMATS:
-            raise InvalidInput("--format", fmt or path.suffix,
+            raise InvalidInput("format", fmt or path.suffix,
                                "csv or jsonl (or a file ending in .csv, .jsonl, .ndjson)")
         if chunk_size < 1:
             raise InvalidInput("chunk_size", chunk_size, "an integer >= 1")
@@ -172,26 +170,26 @@ class Datasets:
         try:
             raw = path.open("rb")
         except OSError as exc:
-            raise InvalidInput("FILE", str(path), f"a readable file ({exc.strerror})") from None
+            raise InvalidInput("file", origin, f"a readable file ({exc.strerror})") from None
         with raw:
             counter = CountingReader(raw)
             stream = text_stream(counter, fmt)
             rows = csv_rows(stream, infer_types) if fmt == "csv" else jsonl_rows(stream)
-            return self._store_rows(name, fmt, str(path), rows, chunk_size, str(path),
+            return self._store_rows(name, fmt, origin, rows, chunk_size, "file",
                                     lambda: progress(counter.count) if progress else None)
 
     # -- registering a SQL table or query ------------------------------------------------
 
     def register_sql(self, name: str, *, table: str | None = None, query: str | None = None,
                      source_url: str | None = None, chunk_size: int = CHUNK_SIZE,
-                     progress: Progress | None = None) -> DatasetInfo:
+                     progress: RowsDone | None = None) -> DatasetInfo:
         """Materialise a table (ordered by its primary key) or a query (in its own ORDER
         BY order: give one for a reproducible index) as a dataset, all or nothing.
 
         The source is read on its own connection, streamed (server-side cursor on
         PostgreSQL); ``source_url`` names another database, default the store's."""
         if (table is None) == (query is None):
-            raise InvalidInput("--table/--query", table or query, "exactly one of the two")
+            raise InvalidInput("table/query", table or query, "exactly one of the two")
         if chunk_size < 1:
             raise InvalidInput("chunk_size", chunk_size, "an integer >= 1")
         self._check_new_name(name)
@@ -203,11 +201,11 @@ class Datasets:
             else:
                 assert query is not None
                 if not re.match(r"\s*(select|with)\b", query, re.IGNORECASE):
-                    raise InvalidInput("--query", query, "a SELECT (or WITH ... SELECT) query")
+                    raise InvalidInput("query", query, "a SELECT (or WITH ... SELECT) query")
                 statement, source, origin = text(query), "query", query
             return self._store_rows(name, source, origin,
                                     self._sql_rows(engine, statement, chunk_size),
-                                    chunk_size, origin, None, progress)
+                                    chunk_size, source, None, progress)
         finally:
             if source_url:
                 engine.dispose()
@@ -215,17 +213,17 @@ class Datasets:
     @staticmethod
     def _table_select(engine: Engine, table: str) -> Any:
         if not _IDENTIFIER.fullmatch(table):
-            raise InvalidInput("--table", table, "a table name, optionally schema.table")
+            raise InvalidInput("table", table, "a table name, optionally schema.table")
         schema, _, bare = table.rpartition(".")
         try:
             reflected = Table(bare, MetaData(), schema=schema or None, autoload_with=engine)
         except NoSuchTableError:
-            raise InvalidInput("--table", table, "an existing table") from None
+            raise InvalidInput("table", table, "an existing table") from None
         keys = inspect(engine).get_pk_constraint(bare, schema=schema or None)
         columns = keys.get("constrained_columns") or []
         if not columns:
-            raise InvalidInput("--table", table, "a table with a primary key (items are "
-                               "indexed in primary-key order); use --query with ORDER BY")
+            raise InvalidInput("table", table, "a table with a primary key (items are "
+                               "indexed in primary-key order); use a query with ORDER BY")
         return select(reflected).order_by(*(reflected.c[c] for c in columns))
 
     @staticmethod
@@ -239,22 +237,26 @@ class Datasets:
                     yield number, {str(k): jsonable(v) for k, v in row._mapping.items()}
         except SQLAlchemyError as exc:
             reason = getattr(exc, "orig", None) or exc
-            raise InvalidInput("--query", str(statement), "a query the source database runs "
+            raise InvalidInput("query", str(statement), "a query the source database runs "
                                f"({exc.__class__.__name__}: {reason})") from None
 
     # -- storing -------------------------------------------------------------------------
 
-    def _check_new_name(self, name: str) -> None:
-        if not isinstance(name, str) or not name.strip() or len(name) > 255:
-            raise InvalidInput("--name", name, "a non-empty name of at most 255 characters")
+    def _check_new_name(self, name: str, field: str = "name") -> None:
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH \
+                or _CONTROL.search(name):
+            raise InvalidInput(field, name, f"a non-empty name of at most {MAX_NAME_LENGTH} "
+                               "characters, no control characters")
         if self.exists(name):
-            raise InvalidInput("--name", name, "a name no dataset has yet (delete the old "
+            raise InvalidInput(field, name, "a name no dataset has yet (delete the old "
                                "one first: taskworks dataset delete)")
 
     def _store_rows(self, name: str, source: str, origin: str,
-                    rows: Iterable[tuple[int, Any]], chunk_size: int, label: str,
+                    rows: Iterable[tuple[int, Any]], chunk_size: int, field: str,
                     tick: Callable[[], None] | None = None,
-                    row_progress: Progress | None = None) -> DatasetInfo:
+                    row_progress: RowsDone | None = None) -> DatasetInfo:
+        """Insert ``rows`` as a new dataset in one transaction. ``field`` is the parameter
+        the rows came from (file, table, query): errors about them name it."""
         bad: list[BadRow] = []
         bad_total = 0
         columns: dict[str, None] = {}  # ordered by first appearance
@@ -286,7 +288,7 @@ class Datasets:
                         if row_progress:
                             row_progress(line)
                 if bad_total:
-                    raise BadRows(label, bad, bad_total)  # rolls the transaction back
+                    raise BadRows(origin, bad, bad_total)  # rolls the transaction back
                 _insert(session, chunk)
                 dataset.row_count = count
                 dataset.columns = list(columns)
@@ -296,17 +298,22 @@ class Datasets:
                     row_progress(count)
                 info = DatasetInfo.of(dataset)
         except UnicodeDecodeError as exc:
-            raise BadRows(label, [*bad, BadRow(last_line + 1, f"(or a line soon after) not "
+            raise BadRows(origin, [*bad, BadRow(last_line + 1, f"(or a line soon after) not "
                                                f"UTF-8 ({exc.reason})")], bad_total + 1) from None
         except IntegrityError:  # another import took the name meanwhile
-            raise InvalidInput("--name", name, "a name no dataset has yet") from None
+            raise InvalidInput("name", name, "a name no dataset has yet") from None
+        except DataError as exc:  # e.g. a NUL character, which PostgreSQL does not store
+            raise InvalidInput(field, origin, "values the store accepts "
+                               f"({type(exc.orig).__name__})") from None
         return info
 
     # -- job outputs ---------------------------------------------------------------------
 
-    def create_output(self, name: str, origin: str, columns: Sequence[str]) -> DatasetInfo:
-        """An empty dataset in state ``building`` that partitions write into."""
-        self._check_new_name(name)
+    def create_output(self, name: str, origin: str, columns: Sequence[str], *,
+                      field: str = "name") -> DatasetInfo:
+        """An empty dataset in state ``building`` that partitions write into. ``field``
+        is the parameter that named it, for errors (a job's ``params.output``)."""
+        self._check_new_name(name, field)
         try:
             with self.store.session() as session:
                 row = Dataset(name=name, source="job", origin=origin, state="building",
@@ -315,7 +322,7 @@ class Datasets:
                 session.flush()
                 return DatasetInfo.of(row)
         except IntegrityError:
-            raise InvalidInput("output", name, "a name no dataset has yet") from None
+            raise InvalidInput(field, name, "a name no dataset has yet") from None
 
     def finish_output(self, dataset_id: int, row_count: int, columns: Sequence[str]) -> None:
         with self.store.session() as session:
@@ -343,6 +350,19 @@ def write_items(session: Session, dataset_id: int, start: int, end: int,
             chunk = []
     _insert(session, chunk)
     return written + len(chunk)
+
+
+def _running_job_using(session: Session, dataset_id: int) -> str | None:
+    """The id of a running job reading this dataset or writing it (a transformation's
+    output), if any."""
+    stmt = (select(MapReduceJob.id, MapReduceJob.dataset_id, MapReduceJob.params)
+            .join(WorkflowRun, WorkflowRun.id == MapReduceJob.id)
+            .where(WorkflowRun.state == RunState.RUNNING.value))
+    for job_id, input_id, params in session.execute(stmt):
+        output_id = params.get("output_dataset_id") if isinstance(params, dict) else None
+        if dataset_id in (input_id, output_id):
+            return str(job_id)
+    return None
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> None:

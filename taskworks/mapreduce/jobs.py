@@ -20,6 +20,7 @@ listed; ``retry`` redoes them and reduces again).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,12 +38,17 @@ from taskworks.mapreduce.partitions import (
 )
 from taskworks.mapreduce.registry import FunctionRegistry
 from taskworks.runtime.retry import RetryPolicy
-from taskworks.store.tables import ProcessingResult, utcnow
+from taskworks.store.engine import Store
+from taskworks.store.tables import MapReduceJob, utcnow
 from taskworks.workflows.model import OnFailure, RunState, Step, StepState, Workflow
 
 if TYPE_CHECKING:
-    from taskworks.app import Taskworks
     from taskworks.mapreduce.listing import JobSummary
+    from taskworks.workflows.api import Workflows
+
+__all__ = ["JOB_QUEUE", "MAP_TASK", "MAX_PARTITIONS", "POLICIES", "REDUCE_STEP",
+           "REDUCE_TASK", "DeclareTask", "JobStatus", "Jobs", "PartitionFailurePolicy",
+           "PartitionStatus", "job_state", "percent_done", "step_name"]
 
 MAP_TASK = "taskworks.mapreduce.map"
 REDUCE_TASK = "taskworks.mapreduce.reduce"
@@ -55,6 +61,8 @@ _STATES = {RunState.RUNNING: "running", RunState.SUCCEEDED: "completed",
 #: what a partition's failure does to its job
 PartitionFailurePolicy = Literal["fail", "reduce"]
 POLICIES: tuple[PartitionFailurePolicy, ...] = ("fail", "reduce")
+#: ``tw.task``: ``declare_task(name=...)`` returns the decorator that makes a task
+DeclareTask = Callable[..., Callable[[Callable[..., Any]], Any]]
 
 
 def job_state(run_state: str, reduce_state: str | None) -> str:
@@ -130,14 +138,21 @@ class JobStatus:
 
 
 class Jobs:
-    """``tw.jobs``: start map-reduce jobs, follow them, cancel and retry them."""
+    """``tw.jobs``: start map-reduce jobs, follow them, cancel and retry them.
 
-    def __init__(self, tw: Taskworks) -> None:
-        self.tw = tw
+    A job is a workflow run of ``workflows``; its row and its datasets are in ``store``;
+    ``declare_task`` declares the map and reduce tasks the workers run; ``queue_names``
+    says which queues a job may use."""
+
+    def __init__(self, store: Store, workflows: Workflows, declare_task: DeclareTask,
+                 queue_names: Callable[[], list[str]]) -> None:
+        self.store = store
+        self.workflows = workflows
+        self.queue_names = queue_names
         #: the functions jobs can name: the built-ins, plus ``functions.custom(...)``
         self.functions = FunctionRegistry()
-        self.datasets = Datasets(tw.store)
-        self._register_tasks()
+        self.datasets = Datasets(store)
+        self._declare_tasks(declare_task)
 
     # -- the client side -----------------------------------------------------------------
 
@@ -168,24 +183,25 @@ class Jobs:
         if len(partitions) > MAX_PARTITIONS:
             raise InvalidInput("partition_size", partition_size, f"a size giving at most "
                                f"{MAX_PARTITIONS} partitions ({info.row_count} items)")
-        if queue not in self.tw.queue_names():
-            raise InvalidInput("queue", queue, f"one of {', '.join(self.tw.queue_names())}")
+        queues = self.queue_names()
+        if queue not in queues:
+            raise InvalidInput("queue", queue, f"one of {', '.join(queues)}")
         job_id = str(uuid.uuid4())
         workflow = self._workflow(job_id, partitions, queue, retries, on_partition_failure)
-        self.tw.workflows.validate(workflow)  # before prepare creates anything
-        prepared = fn.prepare(params, JobContext(self.tw.store, info, job_id))
-        with self.tw.store.session() as session:
-            session.add(ProcessingResult(
+        self.workflows.validate(workflow)  # before prepare creates anything
+        prepared = fn.prepare(params, JobContext(self.store, info, job_id))
+        with self.store.session() as session:
+            session.add(MapReduceJob(
                 id=job_id, dataset_id=info.id, dataset=info.name, function=function,
                 params=prepared, partition_size=partition_size, partitions=len(partitions),
                 items=info.row_count))
-        self.tw.workflows.register(workflow)
-        self.tw.workflows.start(workflow.name, {"job_id": job_id}, run_id=job_id)
+        self.workflows.register(workflow)
+        self.workflows.start(workflow.name, {"job_id": job_id}, run_id=job_id)
         return job_id
 
     def status(self, job_id: str) -> JobStatus:
         row = self._row(job_id)
-        run = self.tw.workflows.status(job_id)
+        run = self.workflows.status(job_id)
         parts = plan(row.items, row.partition_size)
         partitions = []
         for part in parts:
@@ -203,13 +219,13 @@ class Jobs:
 
     def _policy(self, job_id: str) -> PartitionFailurePolicy:
         """Read off the job's workflow: its reduce is a join over failures or not."""
-        wf = self.tw.workflows.engine.definition(f"mapreduce.{job_id}", 1)
+        wf = self.workflows.engine.definition(f"mapreduce.{job_id}", 1)
         return "reduce" if wf.step(REDUCE_STEP).run_if_failed else "fail"
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
         """Poll until the job ends (clients only, like ``Run.wait``); WaitTimeout if not."""
         self._row(job_id)
-        self.tw.workflows.run(job_id).wait(timeout)
+        self.workflows.run(job_id).wait(timeout)
         return self.status(job_id)
 
     def result(self, job_id: str) -> Any:
@@ -217,13 +233,13 @@ class Jobs:
         that succeeded; ``status(job_id).failed`` lists the others)."""
         row = self._row(job_id)
         if row.finished_at is None:
-            state = _STATES[self.tw.workflows.status(job_id).state]
+            state = _STATES[self.workflows.status(job_id).state]
             raise InvalidInput("job", job_id, f"a completed job (it is {state})")
         return row.result
 
     def cancel(self, job_id: str, terminate: bool = False) -> JobStatus:
         self._row(job_id)
-        self.tw.workflows.run(job_id).cancel(terminate=terminate)
+        self.workflows.run(job_id).cancel(terminate=terminate)
         return self.status(job_id)
 
     def retry(self, job_id: str) -> JobStatus:
@@ -233,10 +249,10 @@ class Jobs:
         if status.state not in ("failed", "cancelled", "partial"):
             raise InvalidInput("job", job_id, f"a failed, cancelled or partial job (it is "
                                f"{status.state})")
-        self.tw.workflows.run(job_id).retry()
+        self.workflows.run(job_id).retry()
         if status.state == "partial":  # its result is no longer the job's
-            with self.tw.store.session() as session:
-                session.execute(update(ProcessingResult).where(ProcessingResult.id == job_id)
+            with self.store.session() as session:
+                session.execute(update(MapReduceJob).where(MapReduceJob.id == job_id)
                                 .values(result=None, finished_at=None))
         return self.status(job_id)
 
@@ -245,11 +261,11 @@ class Jobs:
         failed, cancelled, partial) when given; partitions counted by state."""
         from taskworks.mapreduce.listing import recent_jobs  # it imports this module
 
-        return recent_jobs(self.tw.store, state, limit)
+        return recent_jobs(self.store, state, limit)
 
-    def _row(self, job_id: str) -> ProcessingResult:
-        with self.tw.store.session() as session:
-            row = session.get(ProcessingResult, job_id)
+    def _row(self, job_id: str) -> MapReduceJob:
+        with self.store.session() as session:
+            row = session.get(MapReduceJob, job_id)
             if row is None:
                 raise InvalidInput("job", job_id, "the id of a map-reduce job")
             return row
@@ -270,13 +286,13 @@ class Jobs:
 
     # -- the worker side (step bodies, run by the workflow engine) -------------------------
 
-    def _register_tasks(self) -> None:
-        @self.tw.task(name=MAP_TASK)
+    def _declare_tasks(self, declare_task: DeclareTask) -> None:
+        @declare_task(name=MAP_TASK)
         def _map(input: dict[str, Any], results: dict[str, Any],
                  partition: list[int]) -> Any:
             return self.map_partition(input["job_id"], Partition(*partition))
 
-        @self.tw.task(name=REDUCE_TASK)
+        @declare_task(name=REDUCE_TASK)
         def _reduce(input: dict[str, Any], results: dict[str, Any]
                     ) -> dict[str, Any]:
             # a ``reduce`` job's reduce sees only the partitions that succeeded
@@ -285,23 +301,23 @@ class Jobs:
                 raise AllPartitionsFailed("every partition failed: nothing to reduce")
             return self.reduce(input["job_id"], partials)
 
-    def _context(self, job_id: str) -> tuple[ProcessingResult, DatasetInfo]:
+    def _context(self, job_id: str) -> tuple[MapReduceJob, DatasetInfo]:
         row = self._row(job_id)
         return row, self.datasets.by_id(row.dataset_id)
 
     def map_partition(self, job_id: str, partition: Partition) -> Any:
         row, info = self._context(job_id)
         fn = self.functions.get(row.function)
-        items = read_partition(self.tw.store, info.id, partition)
+        items = read_partition(self.store, info.id, partition)
         return fn.map_partition(row.params, items,
-                                MapContext(self.tw.store, info, job_id, partition))
+                                MapContext(self.store, info, job_id, partition))
 
     def reduce(self, job_id: str, partials: list[Any]) -> dict[str, Any]:
         """Reduce and store the result; idempotent, so a redelivered reduce is harmless."""
         row, info = self._context(job_id)
         fn = self.functions.get(row.function)
-        result = fn.reduce(row.params, partials, JobContext(self.tw.store, info, job_id))
-        with self.tw.store.session() as session:
-            session.execute(update(ProcessingResult).where(ProcessingResult.id == job_id)
+        result = fn.reduce(row.params, partials, JobContext(self.store, info, job_id))
+        with self.store.session() as session:
+            session.execute(update(MapReduceJob).where(MapReduceJob.id == job_id)
                             .values(result=result, finished_at=utcnow()))
         return {"job": job_id, "partitions": len(partials), "stored": True}

@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import REDUCE_STEP, job_state, percent_done
 from taskworks.store.engine import Store
-from taskworks.store.tables import ProcessingResult, WorkflowRun, WorkflowStepRun
+from taskworks.store.tables import MapReduceJob, WorkflowRun, WorkflowStepRun
 from taskworks.workflows.model import RunState, StepState
 
 __all__ = ["JOB_STATES", "JobState", "JobSummary", "recent_jobs"]
@@ -57,12 +57,12 @@ def recent_jobs(store: Store, state: str | None = None, limit: int = 50) -> list
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput("limit", limit, f"an integer from 1 to {MAX_LIMIT}")
     reduce = aliased(WorkflowStepRun)
-    stmt = (select(ProcessingResult, WorkflowRun.state, WorkflowRun.error,
+    stmt = (select(MapReduceJob, WorkflowRun.state, WorkflowRun.error,
                    WorkflowRun.finished_at, reduce.state)
-            .join(WorkflowRun, WorkflowRun.id == ProcessingResult.id)
-            .outerjoin(reduce, and_(reduce.run_id == ProcessingResult.id,
+            .join(WorkflowRun, WorkflowRun.id == MapReduceJob.id)
+            .outerjoin(reduce, and_(reduce.run_id == MapReduceJob.id,
                                     reduce.name == REDUCE_STEP))
-            .order_by(ProcessingResult.created_at.desc()).limit(limit))
+            .order_by(MapReduceJob.created_at.desc()).limit(limit))
     if state is not None:
         stmt = stmt.where(WorkflowRun.state == _RUN_STATES[state])
         if state in ("failed", "partial"):  # told apart by the reduce's state

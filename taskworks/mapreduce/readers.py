@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from taskworks.errors import InvalidInput
+from taskworks.errors import RowRefused
 
 #: characters in one line (a JSONL record or a physical CSV line), its ending aside
 MAX_LINE_CHARS = 1 << 20
@@ -56,22 +56,6 @@ class BadRow:
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"
-
-
-class RowRefused(InvalidInput):
-    """A row over one of the limits above: the import stops there and stores nothing.
-    ``line`` is its line number, ``column`` the field (a CSV column, a JSON path such as
-    ``a.b[2]``) or None when the whole line is refused."""
-
-    def __init__(self, line: int, column: str | None, value: str, expected: str) -> None:
-        self.line = line
-        self.column = column
-        where = f"line {line}" if column is None else f"line {line}, field {column!r}"
-        super().__init__(where, value, expected)
-        self.args = (line, column, value, expected)  # what the constructor takes
-
-    def __str__(self) -> str:
-        return f"{super().__str__()}; nothing was imported"
 
 
 class _Unfit(Exception):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from prometheus_client.core import (
@@ -37,18 +37,22 @@ from sqlalchemy import case, func, select
 from taskworks.logs import get_logger
 from taskworks.monitoring.queues import queue_depths
 from taskworks.resilience.breaker import BreakerState
+from taskworks.resilience.breaker_registry import Breakers
+from taskworks.runtime.journal.states import JournalState
 from taskworks.scaling.record import current_status
 from taskworks.scaling.replicas import desired_replicas
+from taskworks.settings import Settings
+from taskworks.store.engine import Store
 from taskworks.store.tables import (
     Dataset,
     DeadLetter,
     JournalEntry,
-    ProcessingResult,
+    MapReduceJob,
     WorkflowRun,
 )
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["DATASET_STATES", "DURATION_BUCKETS", "FAMILIES", "JOB_STATES", "JOB_WORKFLOW_PREFIX",
+           "OUTCOMES", "Ping", "TaskworksCollector", "registry_for"]
 
 log = get_logger("taskworks.metrics")
 
@@ -64,7 +68,7 @@ DATASET_STATES = ("ready", "building")
 #: since a label per job id would grow the series without bound
 JOB_WORKFLOW_PREFIX = "mapreduce."
 #: journal states that end a task (retry is counted apart: the task goes on)
-OUTCOMES = ("success", "failure", "revoked", "deferred")
+OUTCOMES = tuple(state for state in JournalState if state is not JournalState.RETRY)
 
 FAMILIES = (
     "taskworks_queue_depth", "taskworks_tasks", "taskworks_task_retries",
@@ -77,11 +81,23 @@ FAMILIES = (
 )
 
 
+#: asks every worker to answer (Celery's ``app.control.ping``): one reply per worker
+Ping = Callable[..., list[Any] | None]
+
+
 class TaskworksCollector(Collector):
-    def __init__(self, tw: Taskworks, client: redis.Redis, *, ping_timeout: float = 0.5,
-                 workers_ttl: float = 5.0) -> None:
-        self.tw = tw
+    """Reads ``store``, the broker's Redis (``client``), the circuit ``breakers``, the
+    queues ``queue_names()`` lists and the workers ``ping`` reaches."""
+
+    def __init__(self, store: Store, client: redis.Redis, settings: Settings,
+                 breakers: Breakers, queue_names: Callable[[], list[str]], ping: Ping, *,
+                 ping_timeout: float = 0.5, workers_ttl: float = 5.0) -> None:
+        self.store = store
         self.client = client
+        self.settings = settings
+        self.breakers = breakers
+        self.queue_names = queue_names
+        self.ping = ping
         self.ping_timeout = ping_timeout
         self.workers_ttl = workers_ttl
         self._workers: tuple[float, int] | None = None
@@ -118,7 +134,7 @@ class TaskworksCollector(Collector):
         depth = GaugeMetricFamily(
             "taskworks_queue_depth", "messages per queue: waiting in the queue, or reserved "
             "by a worker and not yet acknowledged (unacked)", labels=["queue", "state"])
-        for name, d in queue_depths(self.client, self.tw.queue_names()).items():
+        for name, d in queue_depths(self.client, self.queue_names()).items():
             depth.add_metric([name, "waiting"], d.waiting)
             depth.add_metric([name, "unacked"], d.unacked)
         return [depth]
@@ -131,9 +147,9 @@ class TaskworksCollector(Collector):
                                       labels=["task"])
         stmt = select(JournalEntry.name, JournalEntry.state, func.count()).group_by(
             JournalEntry.name, JournalEntry.state)
-        with self.tw.store.session() as session:
+        with self.store.session() as session:
             for name, state, count in session.execute(stmt):
-                if state == "retry":
+                if state == JournalState.RETRY:
                     retries.add_metric([name], int(count))
                 elif state in OUTCOMES:
                     tasks.add_metric([name, state], int(count))
@@ -146,7 +162,7 @@ class TaskworksCollector(Collector):
         columns = [func.sum(case((ms <= b * 1000, 1), else_=0)) for b in DURATION_BUCKETS]
         stmt = (select(JournalEntry.name, func.count(), func.sum(ms), *columns)
                 .where(ms.is_not(None)).group_by(JournalEntry.name))
-        with self.tw.store.session() as session:
+        with self.store.session() as session:
             for name, count, total_ms, *cumulative in session.execute(stmt):
                 buckets = [(str(b), int(n or 0)) for b, n in zip(DURATION_BUCKETS, cumulative,
                                                                  strict=True)]
@@ -159,7 +175,7 @@ class TaskworksCollector(Collector):
         by_task = GaugeMetricFamily("taskworks_dead_letters_by_task",
                                     "tasks in the dead-letter store, by task", labels=["task"])
         stmt = select(DeadLetter.name, func.count()).group_by(DeadLetter.name)
-        with self.tw.store.session() as session:
+        with self.store.session() as session:
             rows = [(name, int(n)) for name, n in session.execute(stmt)]
         for name, n in rows:
             by_task.add_metric([name], n)
@@ -172,7 +188,7 @@ class TaskworksCollector(Collector):
                                   labels=["breaker", "state"])
         failures = CounterMetricFamily("taskworks_breaker_failures",
                                        "failures each breaker counted", labels=["breaker"])
-        for b in self.tw.breakers.list():
+        for b in self.breakers.list():
             for s in BreakerState:
                 state.add_metric([b.name, s.value], 1 if b.state is s else 0)
             failures.add_metric([b.name], b.failures_total)
@@ -184,7 +200,7 @@ class TaskworksCollector(Collector):
         stmt = (select(WorkflowRun.workflow, WorkflowRun.state, func.count())
                 .where(WorkflowRun.workflow.not_like(f"{JOB_WORKFLOW_PREFIX}%"))
                 .group_by(WorkflowRun.workflow, WorkflowRun.state))
-        with self.tw.store.session() as session:
+        with self.store.session() as session:
             for workflow, run_state, n in session.execute(stmt):
                 runs.add_metric([workflow, run_state], int(n))
         return [runs]
@@ -194,9 +210,9 @@ class TaskworksCollector(Collector):
                                  "state (running, completed, failed, cancelled)",
                                  labels=["state"])
         stmt = (select(WorkflowRun.state, func.count())
-                .join(ProcessingResult, ProcessingResult.id == WorkflowRun.id)
+                .join(MapReduceJob, MapReduceJob.id == WorkflowRun.id)
                 .group_by(WorkflowRun.state))
-        with self.tw.store.session() as session:
+        with self.store.session() as session:
             counts = {JOB_STATES.get(state, state.lower()): int(n)
                       for state, n in session.execute(stmt)}
         for state in sorted({*JOB_STATES.values(), *counts}):
@@ -207,7 +223,7 @@ class TaskworksCollector(Collector):
         datasets = GaugeMetricFamily("taskworks_datasets", "datasets in the store, by state",
                                      labels=["state"])
         stmt = select(Dataset.state, func.count()).group_by(Dataset.state)
-        with self.tw.store.session() as session:
+        with self.store.session() as session:
             counts = {state: int(n) for state, n in session.execute(stmt)}
         for state in sorted({*DATASET_STATES, *counts}):
             datasets.add_metric([state], counts.get(state, 0))
@@ -217,7 +233,7 @@ class TaskworksCollector(Collector):
         with self._lock:
             now = time.monotonic()
             if self._workers is None or now - self._workers[0] > self.workers_ttl:
-                replies = self.tw.app.control.ping(timeout=self.ping_timeout) or []
+                replies = self.ping(timeout=self.ping_timeout) or []
                 self._workers = (now, len(replies))
             count = self._workers[1]
         workers = GaugeMetricFamily("taskworks_workers", "workers answering a ping")
@@ -235,13 +251,14 @@ class TaskworksCollector(Collector):
         for group, info in (status.get("groups") or {}).items():
             live.add_metric([group, "active"], int(info.get("active") or 0))
             live.add_metric([group, "draining"], int(info.get("draining") or 0))
-        for group, found in desired_replicas(self.tw.settings, self.client).items():
+        for group, found in desired_replicas(self.settings, self.client).items():
             desired.add_metric([group], found["desired"])
         return [live, desired]
 
 
-def registry_for(tw: Taskworks, client: redis.Redis) -> CollectorRegistry:
+def registry_for(store: Store, client: redis.Redis, settings: Settings, breakers: Breakers,
+                 queue_names: Callable[[], list[str]], ping: Ping) -> CollectorRegistry:
     """A registry of its own (not the process-global one) holding the collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TaskworksCollector(tw, client))
+    registry.register(TaskworksCollector(store, client, settings, breakers, queue_names, ping))
     return registry

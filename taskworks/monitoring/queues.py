@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import redis
 
+__all__ = ["PRIORITY_LEVELS", "PRIORITY_SEP", "UNACKED_KEY", "QueueDepth", "queue_depths"]
+
 #: kombu.transport.redis.Channel.sep / unacked_key
 PRIORITY_SEP = "\x06\x16"
 UNACKED_KEY = "unacked"

@@ -17,19 +17,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from taskworks.errors import TaskworksError
+from taskworks.errors import NotificationError
 from taskworks.notify.notice import FailureNotice, one_line
 from taskworks.settings import EmailSettings, WebhookSettings
+
+__all__ = ["ANSWER_EXCERPT", "MAIL_POLICY", "Channel", "EmailChannel", "WebhookChannel"]
 
 #: RFC 5322's line limit: the default 78 folds a longish subject onto a line of its own,
 #: which some readers show with a leading blank
 MAIL_POLICY = policy.default.clone(max_line_length=998)
 #: how much of a webhook's error answer is kept in the error text
 ANSWER_EXCERPT = 200
-
-
-class NotificationError(TaskworksError):
-    """A channel could not deliver a notification."""
 
 
 class Channel(Protocol):

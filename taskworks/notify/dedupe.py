@@ -15,7 +15,7 @@ import redis
 from taskworks import keys
 from taskworks.errors import InvalidInput
 
-NOTIFY = keys.NOTIFY
+__all__ = ["CARRY_SECONDS", "Deduper", "dedupe_keys"]
 
 #: how long after its window a suppressed count waits for the next failure to report it
 CARRY_SECONDS = 86_400
@@ -26,7 +26,7 @@ def dedupe_keys(task_name: str, exc_type: str) -> tuple[str, str]:
     # a digest: names may hold any character; the {hash tag} keeps both keys in one
     # Redis Cluster slot, which a script touching both requires
     digest = hashlib.sha256(f"{task_name}\0{exc_type}".encode()).hexdigest()[:32]
-    return f"{NOTIFY}{{{digest}}}:window", f"{NOTIFY}{{{digest}}}:suppressed"
+    return f"{keys.NOTIFY}{{{digest}}}:window", f"{keys.NOTIFY}{{{digest}}}:suppressed"
 
 
 class Deduper:

@@ -8,7 +8,8 @@ and delivery records are the notification task's business (notify/service.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from taskworks.logs import get_logger
 from taskworks.notify.notice import FailureNotice
@@ -16,9 +17,13 @@ from taskworks.notify.service import channels, should_notify
 from taskworks.notify.task import NOTIFY_TASK
 from taskworks.redaction import error_message, redact_text
 from taskworks.runtime.middleware import Middleware, TaskContext
+from taskworks.runtime.severity import Severity
+from taskworks.settings import NotifySettings
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["TRACEBACK_EXCERPT", "NotifyMiddleware", "SendNotice", "notice_of"]
+
+#: publishes a notice (``FailureNotice.to_json()``) to the notification task: its task id
+SendNotice = Callable[[dict[str, Any]], str]
 
 log = get_logger("taskworks.notify")
 
@@ -33,24 +38,25 @@ def notice_of(ctx: TaskContext) -> FailureNotice:
         exc_type=type(exc).__name__ if exc is not None else "unknown",
         # redacted whole, then cut: a cut could leave half a value unrecognisable
         exc_message=error_message(exc)[:1000] if exc is not None else "",
-        severity=ctx.severity or "low", hostname=ctx.hostname or "",
+        severity=ctx.severity or Severity.LOW, hostname=ctx.hostname or "",
         attempt=ctx.attempt,
         traceback_excerpt=redact_text(ctx.traceback or "")[-TRACEBACK_EXCERPT:],
     )
 
 
 class NotifyMiddleware(Middleware):
-    def __init__(self, tw: Taskworks) -> None:
-        self.tw = tw
-        self.enabled = bool(channels(tw.settings.notify))
+    def __init__(self, settings: NotifySettings, send: SendNotice) -> None:
+        self.min_severity = settings.min_severity
+        self.send = send
+        self.enabled = bool(channels(settings))
 
     def on_exhausted(self, ctx: TaskContext) -> None:
         if not self.enabled or ctx.name == NOTIFY_TASK or ctx.ended_elsewhere:
             # nothing configured; never about the notifier itself; and a task another
             # copy of which already failed for good was notified about then
             return
-        if not should_notify(self.tw.settings, ctx.severity or "low"):
+        if not should_notify(ctx.severity or Severity.LOW, self.min_severity):
             return
-        result = self.tw.submit(NOTIFY_TASK, [notice_of(ctx).to_json()])
+        notification = self.send(notice_of(ctx).to_json())
         log.info("failure notification queued", task=ctx.name, task_id=ctx.task_id,
-                 severity=ctx.severity, notification=result.id)
+                 severity=ctx.severity, notification=notification)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskworks.errors import InvalidInput
+from taskworks.runtime.severity import Severity
 
-#: from least to most urgent; ``notify.min_severity`` picks a threshold on this scale
-SEVERITIES = ("low", "medium", "high", "critical")
+__all__ = ["FailureNotice", "one_line"]
 
-
+_SEVERITIES = frozenset(Severity)
 _COUNTS = frozenset({"attempt", "occurrences"})
 
 
@@ -41,8 +41,9 @@ class FailureNotice:
             expected = int if field.name in _COUNTS else str
             if not isinstance(value, expected) or isinstance(value, bool):
                 raise InvalidInput(f"notice.{field.name}", value, f"a {expected.__name__}")
-        if self.severity not in SEVERITIES:
-            raise InvalidInput("notice.severity", self.severity, f"one of {', '.join(SEVERITIES)}")
+        if self.severity not in _SEVERITIES:
+            raise InvalidInput("notice.severity", self.severity,
+                               f"one of {', '.join(Severity)}")
         if self.attempt < 0:
             raise InvalidInput("notice.attempt", self.attempt, "an integer >= 0")
         if self.occurrences < 1:

@@ -4,40 +4,38 @@ one ``notifications`` row per channel attempt."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from taskworks.broker.urls import redis_client
-from taskworks.errors import InvalidInput
+from taskworks.errors import InvalidInput, NotificationError
 from taskworks.logs import get_logger
-from taskworks.notify.channels import (
-    Channel,
-    EmailChannel,
-    NotificationError,
-    WebhookChannel,
-)
+from taskworks.notify.channels import Channel, EmailChannel, WebhookChannel
 from taskworks.notify.dedupe import Deduper
-from taskworks.notify.notice import SEVERITIES, FailureNotice
+from taskworks.notify.notice import FailureNotice
 from taskworks.redaction import error_message
-from taskworks.settings import NotifySettings, Settings
+from taskworks.runtime.severity import Severity
+from taskworks.settings import NotifySettings
+from taskworks.store.engine import Store
 from taskworks.store.tables import Notification
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["REDIS_TIMEOUT", "channels", "deliver", "should_notify"]
 
 log = get_logger("taskworks.notify")
 
 #: seconds to reach Redis for the dedupe before sending without it
 REDIS_TIMEOUT = 5.0
+_SCALE = list(Severity)
 
 
-def should_notify(settings: Settings, severity: str) -> bool:
-    """Whether a failure of this severity reaches ``notify.min_severity``."""
-    if severity not in SEVERITIES:
-        raise InvalidInput("severity", severity, f"one of {', '.join(SEVERITIES)}")
-    return SEVERITIES.index(severity) >= SEVERITIES.index(settings.notify.min_severity)
+def should_notify(severity: str, min_severity: Severity) -> bool:
+    """Whether a failure of this severity reaches ``min_severity`` (``notify.min_severity``)."""
+    try:
+        level = Severity(severity)
+    except ValueError:
+        raise InvalidInput("severity", severity, f"one of {', '.join(Severity)}") from None
+    return _SCALE.index(level) >= _SCALE.index(min_severity)
 
 
 def channels(settings: NotifySettings) -> list[Channel]:
@@ -50,11 +48,11 @@ def channels(settings: NotifySettings) -> list[Channel]:
     return found
 
 
-def _admit(settings: Settings, notice: FailureNotice) -> int | None:
-    client = redis_client(settings.effective_broker_url, socket_timeout=REDIS_TIMEOUT,
+def _admit(window_seconds: int, broker_url: str, notice: FailureNotice) -> int | None:
+    client = redis_client(broker_url, socket_timeout=REDIS_TIMEOUT,
                           socket_connect_timeout=REDIS_TIMEOUT)
     try:
-        return Deduper(client, settings.notify.window_seconds).admit(
+        return Deduper(client, window_seconds).admit(
             notice.task_name, notice.exc_type)
     except redis.RedisError as exc:
         # a duplicate alert beats a lost one: send without the window
@@ -64,16 +62,19 @@ def _admit(settings: Settings, notice: FailureNotice) -> int | None:
         client.close()
 
 
-def deliver(tw: Taskworks, notice: FailureNotice) -> list[str]:
-    """Send ``notice`` through every configured channel; the statuses ("sent"/"failed"),
-    email first, or [] when below ``min_severity``, suppressed or nothing is configured.
+def deliver(notice: FailureNotice, settings: NotifySettings, broker_url: str, store: Store
+            ) -> list[str]:
+    """Send ``notice`` through every channel ``settings`` configures; the statuses
+    ("sent"/"failed"), email first, or [] when below ``min_severity``, suppressed (the
+    dedupe window lives in the Redis at ``broker_url``) or nothing is configured. One
+    row per channel attempt goes to ``store``.
 
     A failing channel never stops the others and never raises: its row says "failed".
     """
-    configured = channels(tw.settings.notify)
-    if not configured or not should_notify(tw.settings, notice.severity):
+    configured = channels(settings)
+    if not configured or not should_notify(notice.severity, settings.min_severity):
         return []
-    occurrences = _admit(tw.settings, notice)
+    occurrences = _admit(settings.window_seconds, broker_url, notice)
     if occurrences is None:
         log.info("notification suppressed in window", task_name=notice.task_name,
                  exc_type=notice.exc_type)
@@ -102,7 +103,7 @@ def deliver(tw: Taskworks, notice: FailureNotice) -> list[str]:
             status=status, error=error,
         ))
     try:
-        with tw.store.session() as session:
+        with store.session() as session:
             session.add_all(rows)
     except SQLAlchemyError as exc:
         # what was sent is sent; failing here would get the task retried and resend it

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from taskworks.declaring import TaskDecorator
 from taskworks.notify.notice import FailureNotice
 from taskworks.notify.service import deliver
+from taskworks.settings import Settings
+from taskworks.store.engine import Store
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["NOTIFY_TASK", "register"]
 
 NOTIFY_TASK = "taskworks.notify.failure"
 
 
-def register(tw: Taskworks) -> None:
-    """Declare the notification task on ``tw``'s app."""
+def register(declare: TaskDecorator, settings: Settings, store: Store) -> None:
+    """Declare the notification task with ``declare`` (``tw.task``): it sends through
+    ``settings.notify``'s channels and records each attempt in ``store``."""
     # urgent, and on its own worker, so a backlog elsewhere does not delay the alert
-    queue = "priority" if "priority" in tw.settings.queues else tw.settings.default_queue
+    queue = "priority" if "priority" in settings.queues else settings.default_queue
+    notify, broker_url = settings.notify, settings.effective_broker_url
 
-    @tw.task(name=NOTIFY_TASK, queue=queue, priority=9)
+    @declare(name=NOTIFY_TASK, queue=queue, priority=9)
     def _notify(notice: dict[str, Any]) -> list[str]:
-        return deliver(tw, FailureNotice.from_json(notice))
+        return deliver(FailureNotice.from_json(notice), notify, broker_url, store)

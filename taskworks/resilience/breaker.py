@@ -39,6 +39,9 @@ from taskworks.errors import BreakerOpen, InvalidInput
 from taskworks.logs import get_logger
 from taskworks.redaction import error_message
 
+__all__ = ["IDLE_TTL", "Admission", "BreakerConfig", "BreakerState", "BreakerStatus",
+           "CircuitBreaker", "Transition", "check_name", "connect", "known_names", "read_status"]
+
 log = get_logger("taskworks.breaker")
 
 P = ParamSpec("P")

@@ -18,6 +18,8 @@ from taskworks.resilience.breaker import Admission, CircuitBreaker, check_name
 from taskworks.resilience.breaker_registry import Breakers
 from taskworks.runtime.middleware import Middleware, TaskContext, defer
 
+__all__ = ["MIN_DEFER", "BreakerMiddleware", "BreakerName"]
+
 log = get_logger("taskworks.breaker")
 
 #: never re-send a deferred task sooner than this (the breaker may be about to half-open)

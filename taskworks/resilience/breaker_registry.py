@@ -24,6 +24,8 @@ from taskworks.resilience.breaker import (
 from taskworks.resilience.fallback import Fallback, FallbackFunctions
 from taskworks.settings import BreakerSettings
 
+__all__ = ["Breakers"]
+
 
 class Breakers:
     def __init__(self, redis_url: str, defaults: BreakerSettings | None = None) -> None:

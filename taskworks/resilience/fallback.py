@@ -26,6 +26,8 @@ from taskworks.errors import BreakerOpen, InvalidInput
 from taskworks.logs import get_logger
 from taskworks.resilience.breaker import CircuitBreaker
 
+__all__ = ["Fallback", "FallbackFunction", "FallbackFunctions", "derive_key", "marked"]
+
 log = get_logger("taskworks.fallback")
 
 FallbackFunction = Callable[..., Any]

@@ -39,6 +39,9 @@ from taskworks.errors import DuplicateRunning, InvalidInput
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext, defer
 
+__all__ = ["ON_DUPLICATE", "Duplicate", "IdempotencyMiddleware", "KeyFunction", "LeaseRenewer",
+           "call_key", "canonical_digest", "claim_dedupe_key", "release_dedupe_key"]
+
 log = get_logger("taskworks.idempotency")
 
 ON_DUPLICATE = ("wait", "drop")

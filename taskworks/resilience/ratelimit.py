@@ -27,6 +27,8 @@ from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput, RateLimited
 from taskworks.runtime.middleware import Middleware, TaskContext, defer
 
+__all__ = ["PERIODS", "Rate", "RateLimitMiddleware", "RateLimits"]
+
 PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")

@@ -7,9 +7,7 @@ notifier all see the final decision and severity.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from taskworks.notify.middleware import NotifyMiddleware
+from taskworks.notify.middleware import NotifyMiddleware, SendNotice
 from taskworks.resilience.breaker_middleware import BreakerMiddleware
 from taskworks.resilience.breaker_registry import Breakers
 from taskworks.resilience.idempotency import IdempotencyMiddleware
@@ -24,37 +22,40 @@ from taskworks.runtime.journal import (
 from taskworks.runtime.middleware import Middleware, Runtime
 from taskworks.runtime.retry import RetryMiddleware, RetryPolicies, RetryPolicy
 from taskworks.runtime.severity import SeverityMiddleware, SeverityRules, default_callbacks
+from taskworks.settings import RetrySettings, Settings
+from taskworks.store.engine import Store
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["default_policy", "default_runtime"]
 
 
-def default_policy(tw: Taskworks) -> RetryPolicy:
-    r = tw.settings.retry
+def default_policy(r: RetrySettings) -> RetryPolicy:
+    """The retry policy of tasks without one of their own (settings ``[retry]``)."""
     return RetryPolicy(max_retries=r.max_retries, base_delay=r.base_delay,
                        backoff_factor=r.backoff_factor,
                        max_delay=max(r.max_delay, r.base_delay), jitter=r.jitter)
 
 
-def default_runtime(tw: Taskworks, extra: list[Middleware] | None = None) -> Runtime:
-    settings = tw.settings
+def default_runtime(settings: Settings, store: Store, send_notice: SendNotice,
+                    extra: list[Middleware] | None = None) -> Runtime:
+    """The chain every task runs through: journal and dead letters in ``store``, failure
+    notices published with ``send_notice``, the rest as ``settings`` say."""
     middlewares: list[Middleware] = [
-        RetryMiddleware(RetryPolicies(default_policy(tw)), settings.effective_broker_url,
-                        settings.retry.budget_per_minute),
-        SeverityMiddleware(SeverityRules(), default_callbacks(tw)),
+        RetryMiddleware(RetryPolicies(default_policy(settings.retry)),
+                        settings.effective_broker_url, settings.retry.budget_per_minute),
+        SeverityMiddleware(SeverityRules(), default_callbacks(store)),
     ]
     # the dead letter before the journal row: a worker killed between the two leaves a
     # letter without its row, which the outcome guard writes when the message comes back
-    middlewares.append(DeadLetterMiddleware(DeadLetterStore(tw.store)))
+    middlewares.append(DeadLetterMiddleware(DeadLetterStore(store)))
     journal: JournalMiddleware | None = None
     if settings.journal.enabled:
-        writer = JournalWriter(tw.store, settings.journal.batch_size,
+        writer = JournalWriter(store, settings.journal.batch_size,
                                settings.journal.flush_interval)
         journal = JournalMiddleware(writer, settings.journal)
         middlewares.append(journal)
         # first of all: a redelivered or retried task that already has an outcome stops
         middlewares.insert(0, OutcomeGuard(journal))
-    middlewares.append(NotifyMiddleware(tw))
+    middlewares.append(NotifyMiddleware(settings.notify, send_notice))
     # an open breaker defers first, spending no rate token; a probe it admitted is given
     # back (on_deferred) if the rate limit or idempotency then defers the task
     middlewares.append(BreakerMiddleware(Breakers(settings.effective_broker_url,

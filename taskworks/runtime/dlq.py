@@ -8,23 +8,27 @@ again (same name, arguments and queue) under a new id and records that id on the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, Select, delete, select
+from celery.result import AsyncResult
+from sqlalchemy import CursorResult, Select, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.redaction import Redactor, error_message, redact_text
+from taskworks.runtime.journal.periods import parse_since
+from taskworks.runtime.journal.writer import strip_nul
 from taskworks.runtime.middleware import Middleware, TaskContext
 from taskworks.store.engine import Store
 from taskworks.store.tables import DeadLetter
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["REPLAY_HEADER", "DeadLetterFilter", "DeadLetterMiddleware", "DeadLetterStore",
+           "Resend", "SubmitTask", "shown"]
 
 log = get_logger("taskworks.dlq")
 
@@ -40,6 +44,28 @@ class DeadLetterFilter:
     until: datetime | None = None
     #: None: both; False: only never replayed; True: only replayed
     replayed: bool | None = None
+
+    @classmethod
+    def parse(cls, task: str | None = None, exc_type: str | None = None,
+              since: str | datetime | None = None, until: str | datetime | None = None,
+              replayed: bool | None = None) -> DeadLetterFilter:
+        """A filter from values as people type them: ``since`` a period ("1h", "7d"),
+        ``until`` an ISO 8601 time; an empty text filters nothing."""
+        if isinstance(since, str):
+            since = parse_since(since) if since else None
+        if isinstance(until, str) and until:
+            try:
+                until = datetime.fromisoformat(until)
+            except ValueError:
+                raise InvalidInput("until", until,
+                                   "an ISO 8601 time like 2026-11-23T12:00") from None
+        return cls(task=task or None, exc_type=exc_type or None, since=since,
+                   until=until or None, replayed=replayed)
+
+    @property
+    def is_empty(self) -> bool:
+        """Matches every letter."""
+        return self == DeadLetterFilter()
 
     def apply(self, stmt: Select[Any]) -> Select[Any]:
         if self.task:
@@ -70,15 +96,35 @@ def shown(letter: DeadLetter, redact: Redactor) -> dict[str, Any]:
     return row
 
 
+class SubmitTask(Protocol):
+    """Sends a registered task by name (``Taskworks.submit``)."""
+
+    def __call__(self, name: str, args: Iterable[Any] = (),
+                 kwargs: dict[str, Any] | None = None, *, queue: str | None = None,
+                 headers: dict[str, Any] | None = None) -> AsyncResult: ...
+
+
+@dataclass(frozen=True)
+class Resend:
+    """What a replay needs from the app; the composition root gives it."""
+
+    submit: SubmitTask
+    #: the queues that exist now: a letter's queue may have gone since
+    queue_names: Callable[[], list[str]]
+    #: resumes the workflow run whose step ran as this task id: the run's id, or None
+    resume_run: Callable[[str], str | None]
+
+
 class DeadLetterStore:
-    def __init__(self, store: Store) -> None:
+    """The letters in ``store``; ``resend`` (given by ``Taskworks``) is what replays use."""
+
+    def __init__(self, store: Store, resend: Resend | None = None) -> None:
         self.store = store
+        self.resend = resend
 
     def add(self, ctx: TaskContext) -> int | None:
         """Write the letter of a task that failed for good; its id, or None when the task
         already has one (another copy of it ended first: a task ends once)."""
-        from taskworks.runtime.journal import strip_nul  # journal does not import dlq
-
         exc = ctx.exc
         # arguments are stored as given: a replay needs them (the journal and shown()
         # redact them); the error texts lose the values they quote (redaction.py),
@@ -108,6 +154,10 @@ class DeadLetterStore:
         with self.store.session() as session:
             return list(session.scalars(stmt))
 
+    def count(self, flt: DeadLetterFilter = DeadLetterFilter()) -> int:
+        with self.store.session() as session:
+            return int(session.scalar(flt.apply(select(func.count(DeadLetter.id)))) or 0)
+
     def get(self, letter_id: int) -> DeadLetter:
         with self.store.session() as session:
             row = session.get(DeadLetter, letter_id)
@@ -115,22 +165,26 @@ class DeadLetterStore:
             raise InvalidInput("id", letter_id, "the id of a dead letter ('taskworks dlq list')")
         return row
 
-    def replay(self, tw: Taskworks, letter_ids: list[int]) -> dict[int, str]:
+    def replay(self, letter_ids: list[int]) -> dict[int, str]:
         """Submit each letter again; returns {letter id: new task id}. All ids must exist.
 
         The letter of a workflow step (or map-reduce partition) resumes its run instead:
         the failed steps run again, with their inputs from the run (the id returned is
         the run's)."""
+        if self.resend is None:
+            raise RuntimeError("this DeadLetterStore was built without a Resend: only the "
+                               "one of a Taskworks (tw.dead_letters) replays")
+        resend = self.resend
         letters = [self.get(i) for i in letter_ids]  # refuse before sending anything
         replayed: dict[int, str] = {}
         for letter in letters:
-            run_id = tw.workflows.resume_for_task(letter.task_id)
+            run_id = resend.resume_run(letter.task_id)
             if run_id is not None:
                 again = run_id
             else:
-                queue = letter.queue if letter.queue in tw.queue_names() else None
-                again = tw.submit(letter.name, letter.args or [], letter.kwargs or {},
-                                  queue=queue, headers={REPLAY_HEADER: letter.task_id}).id
+                queue = letter.queue if letter.queue in resend.queue_names() else None
+                again = resend.submit(letter.name, letter.args or [], letter.kwargs or {},
+                                      queue=queue, headers={REPLAY_HEADER: letter.task_id}).id
             with self.store.session() as session:
                 row = session.get(DeadLetter, letter.id)
                 assert row is not None
@@ -143,15 +197,35 @@ class DeadLetterStore:
                      resumed_run=run_id is not None)
         return replayed
 
-    def replay_matching(self, tw: Taskworks, flt: DeadLetterFilter, limit: int = 1000
-                        ) -> dict[int, str]:
-        return self.replay(tw, [row.id for row in self.find(flt, limit)])
+    def replay_matching(self, flt: DeadLetterFilter, limit: int = 1000) -> dict[int, str]:
+        return self.replay([row.id for row in self.find(flt, limit)])
 
-    def purge(self, flt: DeadLetterFilter = DeadLetterFilter()) -> int:
+    def replay_selection(self, ids: list[int] | None = None, *, all: bool = False,
+                         matching: DeadLetterFilter = DeadLetterFilter()) -> dict[int, str]:
+        """Replay the letters ``ids``, or ``all`` those ``matching`` (one or the other)."""
+        if ids and all:
+            raise InvalidInput("all", all, "either ids or all, not both")
+        if ids:
+            return self.replay(ids)
+        if all:
+            return self.replay_matching(matching)
+        raise InvalidInput("ids", ids or [], "one or more dead letter ids, or all")
+
+    def purge(self, flt: DeadLetterFilter = DeadLetterFilter(), *, all: bool = False) -> int:
+        """Delete the letters matching ``flt``; deleting every one takes ``all``."""
+        if flt.is_empty and not all:
+            raise InvalidInput("all", all, "true to delete every dead letter, or a filter")
         with self.store.session() as session:
             stmt = flt.apply(select(DeadLetter.id))
             result = session.execute(delete(DeadLetter).where(DeadLetter.id.in_(stmt)))
         return int(cast(CursorResult[Any], result).rowcount)
+
+    def delete(self, letter_id: int) -> None:
+        """Delete one letter; InvalidInput when there is none of that id."""
+        with self.store.session() as session:
+            result = session.execute(delete(DeadLetter).where(DeadLetter.id == letter_id))
+        if not cast(CursorResult[Any], result).rowcount:
+            raise InvalidInput("id", letter_id, "the id of a dead letter")
 
 
 class DeadLetterMiddleware(Middleware):

@@ -47,6 +47,9 @@ from sqlalchemy.exc import TimeoutError as StorePoolTimeout
 from taskworks.errors import InvalidInput, OutcomeNotRecorded, TaskMemoryError
 from taskworks.logs import get_logger
 
+__all__ = ["INFRASTRUCTURE_ERRORS", "REQUEUE_DELAY", "Middleware", "Runtime", "TaskContext",
+           "defer", "requeue_message"]
+
 log = get_logger("taskworks.runtime")
 
 #: failures of the store or the broker themselves (down, locked, full, unreachable), as

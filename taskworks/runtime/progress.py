@@ -19,6 +19,9 @@ from celery.result import AsyncResult
 from taskworks.errors import InvalidInput, TaskworksError
 from taskworks.redaction import error_message, redact_text
 
+__all__ = ["PROGRESS", "Number", "TaskSnapshot", "describe_error", "percent_of", "progress",
+           "read_progress"]
+
 PROGRESS = "PROGRESS"
 
 Number = int | float

@@ -25,6 +25,9 @@ from taskworks.errors import InvalidInput, RedeliveryLimitExceeded
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext
 
+__all__ = ["BUDGET_WINDOW_MS", "NEVER_RETRY", "REDELIVERY_TTL", "RetryMiddleware", "RetryPolicies",
+           "RetryPolicy"]
+
 log = get_logger("taskworks.retry")
 
 #: programming errors: running the same code again gives the same error

@@ -13,7 +13,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -22,22 +22,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext
+from taskworks.store.engine import Store
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["DEFAULT_RULES", "ErrorCallback", "ErrorCallbacks", "Severity", "SeverityMiddleware",
+           "SeverityRules", "default_callbacks", "parse_severity", "request_recycle"]
 
 log = get_logger("taskworks.severity")
 
 
 class Severity(StrEnum):
+    """How bad a failure is, from least to most urgent (``notify.min_severity`` picks a
+    threshold on this scale)."""
+
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return list(Severity).index(self)
 
 
 def _database_errors() -> tuple[type[BaseException], ...]:
@@ -153,13 +153,13 @@ def request_recycle() -> bool:
     return True
 
 
-def default_callbacks(tw: Taskworks) -> ErrorCallbacks:
+def default_callbacks(store: Store) -> ErrorCallbacks:
     """The patterns guide's callbacks: a database error resets this process's pool; a MemoryError
     collects garbage and has the child process recycled after the task."""
     callbacks = ErrorCallbacks()
 
     def reset_database_pool(exc: BaseException, ctx: TaskContext) -> None:
-        tw.store.dispose()
+        store.dispose()
         log.warning("database pool reset after error", task=ctx.name, error=type(exc).__name__)
 
     def collect_garbage(exc: BaseException, ctx: TaskContext) -> None:

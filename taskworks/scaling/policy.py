@@ -32,6 +32,9 @@ from dataclasses import dataclass, field, replace
 
 from taskworks.settings import AutoscaleSettings, WorkerGroup
 
+__all__ = ["Decision", "GroupDecision", "GroupObservation", "GroupState", "Observations", "decide",
+           "total_ceiling"]
+
 
 @dataclass(frozen=True)
 class GroupObservation:

@@ -21,6 +21,8 @@ from taskworks.scaling.policy import Decision, Observations
 from taskworks.store.engine import Store
 from taskworks.store.tables import ScalingDecision
 
+__all__ = ["DecisionRecorder", "current_status", "recent_decisions"]
+
 log = get_logger("taskworks.autoscale")
 
 

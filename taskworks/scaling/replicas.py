@@ -18,6 +18,8 @@ import redis
 from taskworks.monitoring.queues import queue_depths
 from taskworks.settings import Settings
 
+__all__ = ["desired_replicas"]
+
 
 def desired_replicas(settings: Settings, client: redis.Redis) -> dict[str, dict[str, Any]]:
     queues = sorted({q for g in settings.worker_groups.values() for q in g.queues})

@@ -47,6 +47,8 @@ from taskworks.scaling.policy import (
 )
 from taskworks.settings import Settings
 
+__all__ = ["GroupHealth", "Supervisor", "WorkerSlot"]
+
 log = get_logger("taskworks.autoscale")
 
 

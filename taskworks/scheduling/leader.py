@@ -19,6 +19,8 @@ from taskworks import keys
 from taskworks.broker.urls import redis_client
 from taskworks.logs import get_logger
 
+__all__ = ["LeaderLease", "LeaderScheduler"]
+
 log = get_logger("taskworks.beat")
 
 

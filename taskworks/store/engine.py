@@ -16,6 +16,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "Store", "make_engine", "normalise_url"]
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 

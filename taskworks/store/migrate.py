@@ -19,6 +19,9 @@ from taskworks.errors import StoreError
 from taskworks.redaction import redact_url
 from taskworks.store.engine import Store
 
+__all__ = ["MIGRATIONS", "MIGRATION_LOCK", "current_revision", "head_revision", "known_revision",
+           "schema_behind", "upgrade", "wait_for_head"]
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: PostgreSQL advisory lock key ("taskwork" in ASCII): concurrent upgrades (several API
 #: pods' init containers) take turns instead of racing to create the same tables

@@ -46,8 +46,8 @@ from taskworks.settings import RetentionSettings
 from taskworks.store.engine import Store
 from taskworks.store.tables import (
     DeadLetter,
+    MapReduceJob,
     Notification,
-    ProcessingResult,
     ScalingDecision,
     WorkflowDefinition,
     WorkflowRun,
@@ -61,7 +61,7 @@ FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 Runs = WorkflowRun
 Steps = WorkflowStepRun
-Jobs = ProcessingResult
+Jobs = MapReduceJob
 Definitions = WorkflowDefinition
 
 

@@ -19,6 +19,8 @@ from taskworks.redaction import redact_url
 from taskworks.store.engine import Store
 from taskworks.store.migrate import current_revision, head_revision, known_revision
 
+__all__ = ["missing_schema", "not_migrated"]
+
 #: PostgreSQL's SQLSTATEs for undefined_table and undefined_column
 _PG_MISSING = {"42P01", "42703"}
 #: SQLite says it only in words

@@ -229,10 +229,12 @@ class DatasetItem(Base):
     data: Mapped[Any] = mapped_column(JSON)
 
 
-class ProcessingResult(Base):
+class MapReduceJob(Base):
     """A map-reduce job (a workflow run with the same id): what it runs on, and once its
     reduce step is done, the final result."""
 
+    # the table keeps its first name: stores in use have it, and renaming a table would
+    # cost a migration for no change in what it holds
     __tablename__ = "processing_results"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

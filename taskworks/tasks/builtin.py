@@ -1,34 +1,30 @@
-"""Built-in periodic tasks: health check, cleanup of expired data, the daily report.
-
-Each does real work against the broker and the store and records what it found.
+"""The built-in tasks, declared on an app: health check, cleanup of expired data, the
+daily report, a diagnostic, and those of notifications, http_call, db_operation and the
+workflow engine. What each does lives in its own module (health.py, housekeeping.py...).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import time
-from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from sqlalchemy import CursorResult, delete, func, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from celery import Celery
 
-from taskworks.broker.urls import redis_client
-from taskworks.errors import InvalidInput
+from taskworks.declaring import TaskDecorator
 from taskworks.logs import get_logger
 from taskworks.notify import task as notify_task
-from taskworks.redaction import error_message
-from taskworks.runtime.journal import enforce_retention
-from taskworks.store import retention
-from taskworks.store.tables import HealthCheck, Report
+from taskworks.resilience.breaker_registry import Breakers
+from taskworks.runtime.retry import RetryPolicies
+from taskworks.settings import Settings
+from taskworks.store.engine import Store
 from taskworks.tasks import db_operation, http_call
+from taskworks.tasks.health import health_check
+from taskworks.tasks.housekeeping import cleanup_expired, daily_report
+from taskworks.workflows import tasks as workflow_tasks
+from taskworks.workflows.api import Workflows
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["CLEANUP", "DAILY_REPORT", "HEALTH_CHECK", "WHERE", "register"]
 
 log = get_logger("taskworks.builtin")
 
@@ -38,142 +34,32 @@ DAILY_REPORT = "taskworks.reports.daily"
 WHERE = "taskworks.diagnostics.where"
 
 
-def probe_broker(url: str) -> dict[str, Any]:
-    client = redis_client(url, socket_timeout=2, socket_connect_timeout=2,
-                          retry=Retry(NoBackoff(), 0))
-    started = time.perf_counter()
-    try:
-        client.ping()
-        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
-    except redis.RedisError as exc:
-        return {"ok": False, "error": error_message(exc)}  # doctor prints it, health rows keep it
-    finally:
-        client.close()
-
-
-def probe_database(tw: Taskworks) -> dict[str, Any]:
-    started = time.perf_counter()
-    try:
-        with tw.store.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
-    except SQLAlchemyError as exc:
-        return {"ok": False, "error": error_message(exc).splitlines()[0]}
-
-
-def probe_workers(tw: Taskworks, timeout: float = 1.0) -> list[str]:
-    """Hostnames of the workers that answer a broadcast ping (Celery remote control).
-
-    On a connection of its own: a pooled one may be dead since the broker restarted
-    (kombu's broadcast does not reconnect), and the probe must report what is, not fail."""
-    with tw.app.connection_for_write() as connection:
-        replies = tw.app.control.ping(timeout=timeout, connection=connection) or []
-    return sorted(name for reply in replies for name in reply)
-
-
-def health_check(tw: Taskworks, *, worker_timeout: float = 1.0) -> dict[str, Any]:
-    broker = probe_broker(tw.app.conf.broker_url)
-    database = probe_database(tw)
-    workers = probe_workers(tw, worker_timeout) if broker["ok"] else []
-    healthy = bool(broker["ok"] and database["ok"])
-    details = {"broker": broker, "database": database, "workers": workers}
-    if database["ok"]:
-        with tw.store.session() as session:
-            session.add(HealthCheck(
-                healthy=healthy, broker_ok=broker["ok"], database_ok=database["ok"],
-                workers=len(workers), details=details,
-            ))
-    log.info("health check", healthy=healthy, workers=len(workers))
-    return {"healthy": healthy, **details}
-
-
-def cleanup_expired(tw: Taskworks, now: datetime | None = None) -> dict[str, int]:
-    """Delete health checks and reports older than ``retention_days``, journal entries
-    beyond the journal's retention (age and count), what the ``[retention]`` settings
-    expire (taskworks/store/retention.py), and trim the undeliverable list.
-
-    Returns (and logs; the journal records it as the task's result) the rows deleted per
-    kind; ``undeliverable`` is -1 when the broker could not be reached."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=tw.settings.retention_days)
-    with tw.store.session() as session:
-        deleted = {
-            table.__tablename__: cast(
-                CursorResult[Any], session.execute(delete(table).where(column < cutoff))
-            ).rowcount
-            for table, column in ((HealthCheck, HealthCheck.checked_at),
-                                  (Report, Report.created_at))
-        }
-    deleted.update(enforce_retention(tw.store, tw.settings.journal, now))
-    deleted.update(retention.delete_expired(tw.store, tw.settings.retention, now))
-    deleted["undeliverable"] = trim_undeliverable(tw)
-    log.info("cleanup", cutoff=cutoff.isoformat(), **deleted)
-    return deleted
-
-
-def trim_undeliverable(tw: Taskworks) -> int:
-    client = redis_client(tw.app.conf.broker_url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        return retention.trim_undeliverable(client, tw.settings.retention.undeliverable_max)
-    except redis.RedisError as exc:  # the store's cleanup is done: report, do not fail it
-        log.warning("cleanup could not trim the undeliverable list", error=error_message(exc))
-        return -1
-    finally:
-        client.close()
-
-
-def daily_report(tw: Taskworks, day: str | None = None) -> dict[str, Any]:
-    """Summarise one UTC day (default: yesterday) and store the report."""
-    if day is None:
-        first = datetime.now(UTC).date() - timedelta(days=1)
-    else:
-        try:
-            first = date.fromisoformat(day)
-        except (TypeError, ValueError):
-            raise InvalidInput("day", day, "a date as YYYY-MM-DD") from None
-    start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
-    end = start + timedelta(days=1)
-    in_day = (HealthCheck.checked_at >= start) & (HealthCheck.checked_at < end)
-    with tw.store.session() as session:
-        total = session.scalar(select(func.count()).where(in_day)) or 0
-        healthy = session.scalar(
-            select(func.count()).where(in_day & HealthCheck.healthy.is_(True))
-        ) or 0
-        body = {
-            "day": start.date().isoformat(),
-            "health_checks": total,
-            "healthy": healthy,
-            "unhealthy": total - healthy,
-            "availability": round(healthy / total, 4) if total else None,
-        }
-        session.add(Report(kind="daily", period_start=start, period_end=end, body=body))
-    log.info("daily report", **body)
-    return body
-
-
-def register(tw: Taskworks) -> None:
-    """Declare the built-in tasks on ``tw``'s app."""
-    notify_task.register(tw)
-    http_call.register(tw)
-    db_operation.register(tw)
+def register(declare: TaskDecorator, *, app: Celery, store: Store, settings: Settings,
+             policies: RetryPolicies, breakers: Breakers, workflows: Workflows) -> None:
+    """Declare every built-in task with ``declare`` (``tw.task``), each given only what it
+    uses."""
+    notify_task.register(declare, settings, store)
+    http_call.register(declare, policies, breakers, settings.http_call)
+    db_operation.register(declare, store, settings.databases)
 
     def queue(preferred: str) -> str:
         # a topology without the patterns guide's queues still gets working built-ins
-        return preferred if preferred in tw.settings.queues else tw.settings.default_queue
+        return preferred if preferred in settings.queues else settings.default_queue
 
-    @tw.task(name=HEALTH_CHECK, queue=queue("priority"), priority=9,
+    @declare(name=HEALTH_CHECK, queue=queue("priority"), priority=9,
              soft_time_limit=30, time_limit=60)
     def _health_check() -> dict[str, Any]:
-        return health_check(tw)
+        return health_check(app, store)
 
-    @tw.task(name=CLEANUP, queue=queue("scheduled"))
+    @declare(name=CLEANUP, queue=queue("scheduled"))
     def _cleanup() -> dict[str, int]:
-        return cleanup_expired(tw)
+        return cleanup_expired(store, settings, app.conf.broker_url)
 
-    @tw.task(name=DAILY_REPORT, queue=queue("scheduled"))
+    @declare(name=DAILY_REPORT, queue=queue("scheduled"))
     def _daily_report(day: str | None = None) -> dict[str, Any]:
-        return daily_report(tw, day)
+        return daily_report(store, day)
 
-    @tw.task(name=WHERE, bind=True)
+    @declare(name=WHERE, bind=True)
     def _where(self: Any, label: str = "") -> dict[str, Any]:
         """Report where this task ran: used by the demo and by diagnostics."""
         info = self.request.delivery_info or {}
@@ -182,6 +68,6 @@ def register(tw: Taskworks) -> None:
             "host": socket.gethostname(), "pid": os.getpid(),
         }
 
-    from taskworks.workflows import tasks as workflow_tasks  # the step wrapper and the sweep
-
-    workflow_tasks.register(tw)
+    # the step wrapper and the recovery sweep
+    workflow_tasks.register(declare, workflows, app.conf.beat_schedule,
+                            sweep_queue=queue("scheduled"))

@@ -21,18 +21,19 @@ import threading
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import CursorResult, Engine, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from taskworks.declaring import TaskDecorator
 from taskworks.errors import InvalidInput
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.store.engine import Store
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = ["NAME", "OPERATIONS", "POLICY", "Databases", "check_params", "check_statement",
+           "jsonable", "register", "run_operation"]
 
 NAME = "taskworks.db_operation"
 OPERATIONS = ("select", "insert", "update", "delete")
@@ -107,15 +108,17 @@ def run_operation(engine: Engine, operation: str, statement: str,
 class Databases:
     """Engines of the named databases, one per process (re-created after a fork)."""
 
-    def __init__(self, tw: Taskworks) -> None:
-        self.tw = tw
+    def __init__(self, store: Store, urls: Mapping[str, str]) -> None:
+        """``store``: the default (taskworks' own); ``urls``: the ``databases`` setting."""
+        self.store = store
+        self.urls = urls
         self._stores: dict[str, Store] = {}
         self._lock = threading.Lock()
 
     def engine(self, name: str | None) -> Engine:
         if name is None:
-            return self.tw.store.engine
-        urls = self.tw.settings.databases
+            return self.store.engine
+        urls = self.urls
         if name not in urls:
             known = ", ".join(sorted(urls)) or "none is configured"
             raise InvalidInput("database", name, f"a name from the databases setting ({known})")
@@ -124,10 +127,12 @@ class Databases:
         return store.engine
 
 
-def register(tw: Taskworks) -> None:
-    databases = Databases(tw)
+def register(declare: TaskDecorator, store: Store, urls: Mapping[str, str]) -> None:
+    """Declare ``taskworks.db_operation`` with ``declare`` (``tw.task``), on ``store`` and
+    the named databases of ``urls``."""
+    databases = Databases(store, urls)
 
-    @tw.task(name=NAME, retry_policy=POLICY)
+    @declare(name=NAME, retry_policy=POLICY)
     def _db_operation(operation: str, statement: str, params: dict[str, Any] | None = None,
                       database: str | None = None) -> list[dict[str, Any]] | int:
         return run_operation(databases.engine(database), operation, statement, params)

@@ -21,20 +21,22 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from taskworks.errors import HttpRejected, HttpUnavailable, InvalidInput
+from taskworks.declaring import TaskDecorator
+from taskworks.errors import AddressRefused, HttpRejected, HttpUnavailable, InvalidInput
 from taskworks.redaction import url_for_display
+from taskworks.resilience.breaker_registry import Breakers
 from taskworks.runtime.progress import progress
-from taskworks.runtime.retry import RetryPolicy
-from taskworks.tasks.http_guard import AddressRefused, GuardedTransport
+from taskworks.runtime.retry import RetryPolicies, RetryPolicy
+from taskworks.settings import HttpCallSettings
+from taskworks.tasks.http_guard import GuardedTransport
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
-    from taskworks.settings import HttpCallSettings
+__all__ = ["ALLOW_HINT", "DEFAULT_POLICY", "EXCERPT_CHARS", "HTTP_CALL", "METHODS", "breaker_for",
+           "check_call", "excerpt", "host_key", "http_request", "register", "retry_after_seconds"]
 
 HTTP_CALL = "taskworks.http_call"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -151,12 +153,14 @@ def http_request(url: str, method: str = "GET", *, headers: dict[str, str] | Non
     return answer
 
 
-def register(tw: Taskworks) -> None:
-    """Declare ``taskworks.http_call`` on ``tw``, its retry policy and per-host breakers."""
-    tw.retry_policies.register(HTTP_CALL, DEFAULT_POLICY)
-    tw.breakers.register_family("http:", count=(HttpUnavailable,))
+def register(declare: TaskDecorator, policies: RetryPolicies, breakers: Breakers,
+             guard: HttpCallSettings) -> None:
+    """Declare ``taskworks.http_call`` with ``declare`` (``tw.task``), its retry policy and
+    its per-host breakers; ``guard`` says which addresses it may reach."""
+    policies.register(HTTP_CALL, DEFAULT_POLICY)
+    breakers.register_family("http:", count=(HttpUnavailable,))
 
-    @tw.task(name=HTTP_CALL, breaker=breaker_for)
+    @declare(name=HTTP_CALL, breaker=breaker_for)
     def _http_call(url: str, method: str = "GET", headers: dict[str, str] | None = None,
                    params: dict[str, Any] | None = None, json: Any = None,
                    data: str | None = None, timeout: float = 30.0,
@@ -165,6 +169,6 @@ def register(tw: Taskworks) -> None:
         verb = check_call(url, method, timeout)
         progress(0, 2, f"{verb} {url_for_display(url)}")
         answer = http_request(url, verb, headers=headers, params=params, json=json,
-                              data=data, timeout=timeout, guard=tw.settings.http_call)
+                              data=data, timeout=timeout, guard=guard)
         progress(1, 2, f"HTTP {answer['status']}")
         return answer

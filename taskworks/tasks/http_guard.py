@@ -29,25 +29,13 @@ from collections.abc import Iterable, Sequence
 import httpcore
 import httpx
 
+from taskworks.errors import AddressRefused
+
+__all__ = ["GuardedBackend", "GuardedTransport", "IPAddress", "IPNetwork", "check_address",
+           "non_public", "resolve"]
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class AddressRefused(Exception):
-    """The host resolves to an address the call may not reach; raised before any
-    connection is attempted (``http_request`` turns it into HttpRejected)."""
-
-    def __init__(self, host: str, address: str, kind: str) -> None:
-        self.host = host
-        self.address = address
-        self.kind = kind
-        super().__init__(host, address, kind)
-
-    def __str__(self) -> str:
-        what = f"{'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} address"
-        if self.host == self.address:
-            return f"host {self.host} is {what}"
-        return f"host {self.host!r} resolves to {self.address}, {what}"
 
 
 def non_public(ip: IPAddress) -> str | None:

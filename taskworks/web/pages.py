@@ -23,6 +23,10 @@ from taskworks.api.models import ID_PATTERN
 from taskworks.errors import InvalidInput
 from taskworks.sessions import close_session, login_retry_after, open_session
 
+__all__ = ["HERE", "PAGES", "autoscale", "breakers", "datasets", "dead_letters", "job", "jobs",
+           "journal", "login", "login_form", "logout", "mount", "overview", "router", "run",
+           "templates", "workflows"]
+
 HERE = Path(__file__).parent
 templates = Jinja2Templates(env=Environment(
     loader=FileSystemLoader(HERE / "templates"), autoescape=True))

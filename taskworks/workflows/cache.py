@@ -21,6 +21,17 @@ DEFINITIONS_MAX_BYTES = 64 * 2**20
 #: bytes (JSON) of run inputs a process caches at most
 RUN_INPUTS_MAX_BYTES = 16 * 2**20
 
+__all__ = ["DEFINITIONS_MAX_BYTES", "RUN_INPUTS_MAX_BYTES", "SizedLRU", "json_size", "keep"]
+
+
+def keep(cache: dict[K, V], key: K, value: V, bound: int) -> V:
+    """Put ``value`` in a process-local cache of at most about ``bound`` entries: a bound,
+    not an LRU (emptied when full), since a miss costs one SELECT."""
+    if len(cache) > bound:
+        cache.clear()
+    cache[key] = value
+    return value
+
 
 def json_size(value: Any) -> int:
     """Length of ``value`` as compact JSON (what the store holds of it)."""

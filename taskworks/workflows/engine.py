@@ -7,7 +7,7 @@ Every step runs as the wrapper task ``taskworks.workflow_step(run_id, step, toke
 2. build the step's input ``{"input", "params", "results"}`` from the store, evaluate
    its condition, call the registered step task's body in-process (``task.run``);
 3. ``finish``: one transaction records the outcome and claims the dependents that
-   became ready (state.py explains why each is claimed exactly once);
+   became ready (runs.py explains why each is claimed exactly once);
 4. after commit, publish the claimed steps and mark them dispatched.
 
 A failure is retried by re-publishing the same message (``self.retry``) with the
@@ -16,29 +16,46 @@ kills its worker every time fails after ``max_retries + 1`` deliveries. The swee
 (``taskworks.workflows.sweep``, every 30 s from beat, or ``taskworks workflow recover``)
 republishes steps whose publisher died between commit and publish, fails runs past
 their deadline and steps past their hard time limit.
+
+The engine receives what it uses (the composition root, taskworks/app.py, passes them
+through ``Workflows``): the stores, the Celery app (its tasks, producer and control),
+the task runtime and retry policies, the routing function, a bulk publish function
+(``tw.submit_many``) and the workers' default hard time limit.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from celery import Celery
 
 from taskworks.errors import InvalidInput, RedeliveryLimitExceeded
 from taskworks.logs import get_logger
 from taskworks.runtime.dlq import DeadLetterMiddleware
-from taskworks.runtime.middleware import INFRASTRUCTURE_ERRORS, TaskContext, requeue_message
-from taskworks.runtime.retry import RetryPolicy
-from taskworks.workflows.cache import DEFINITIONS_MAX_BYTES, SizedLRU
+from taskworks.runtime.middleware import (
+    INFRASTRUCTURE_ERRORS,
+    Runtime,
+    TaskContext,
+    requeue_message,
+)
+from taskworks.runtime.retry import RetryPolicies, RetryPolicy
+from taskworks.workflows.cache import DEFINITIONS_MAX_BYTES, SizedLRU, keep
 from taskworks.workflows.conditions import Predicates, evaluate
+from taskworks.workflows.definitions import DefinitionStore
 from taskworks.workflows.model import SkipReason, StepState, Workflow
-from taskworks.workflows.state import Dispatch, Outcome, RunStore, keep, now
+from taskworks.workflows.recovery import RunRecovery
+from taskworks.workflows.runs import Dispatch, Outcome, RunStore
+from taskworks.workflows.sql import now
 from taskworks.workflows.step_runtime import StepHandle, StepRecorder, describe
 
-if TYPE_CHECKING:
-    from taskworks.app import Taskworks
+__all__ = [
+    "DISPATCH_GRACE", "STEP_TASK", "SWEEP_TASK", "TIME_LIMIT_GRACE", "PublishMany",
+    "WorkflowEngine",
+]
 
 log = get_logger("taskworks.workflows")
 
@@ -56,10 +73,28 @@ TIME_LIMIT_GRACE = 30.0
 CACHE_BOUND = 10_000
 
 
+class PublishMany(Protocol):
+    """Sends many calls of one task, pipelined (``Taskworks.submit_many``)."""
+
+    def __call__(self, name: str, items: Iterable[Any], *, queue: str | None = None,
+                 priority: int | None = None, batch_size: int = 1000) -> list[str]: ...
+
+
 class WorkflowEngine:
-    def __init__(self, tw: Taskworks) -> None:
-        self.tw = tw
-        self.runs = RunStore(tw.store)
+    def __init__(self, runs: RunStore, definitions: DefinitionStore, recovery: RunRecovery,
+                 *, app: Celery, runtime: Runtime, retry_policies: RetryPolicies,
+                 route_of: Callable[[str], str], publish_many: PublishMany,
+                 default_time_limit: float) -> None:
+        self.runs = runs
+        self.definitions = definitions
+        self.recovery = recovery
+        self.app = app
+        self.runtime = runtime
+        self.retry_policies = retry_policies
+        self.route_of = route_of
+        self.publish_many = publish_many
+        #: seconds a step without its own ``timeout`` may run (the workers' hard limit)
+        self.default_time_limit = default_time_limit
         self.predicates = Predicates()
         #: definitions registered in this process (they keep Python-only details such
         #: as a RetryPolicy's exception classes); others come from the store. An LRU: the
@@ -70,14 +105,15 @@ class WorkflowEngine:
         self._run_workflows: dict[str, tuple[str, int]] = {}
 
     def definition(self, name: str, version: int) -> Workflow:
-        return self.registered.get((name, version)) or self.runs.definition(name, version)
+        return self.registered.get((name, version)) or self.definitions.definition(name,
+                                                                                  version)
 
     # -- publishing ----------------------------------------------------------------
     def publish(self, dispatches: Sequence[Dispatch]) -> None:
         """Send the claimed steps (after the claiming transaction committed)."""
         if not dispatches:
             return
-        task = self.tw.app.tasks[STEP_TASK]
+        task = self.app.tasks[STEP_TASK]
         sent: list[Dispatch] = []
         # steps with their own time limits need per-message options (apply_async); the
         # others go out pipelined, grouped by queue and priority (a wide fan-out is a
@@ -92,11 +128,11 @@ class WorkflowEngine:
                 grouped[(options["queue"], options.get("priority"))].append(d)
         try:
             for (queue, priority), group in grouped.items():
-                self.tw.submit_many(STEP_TASK, [[d.run_id, d.name, d.token] for d in group],
-                                    queue=queue, priority=priority, batch_size=PUBLISH_BATCH)
+                self.publish_many(STEP_TASK, [[d.run_id, d.name, d.token] for d in group],
+                                  queue=queue, priority=priority, batch_size=PUBLISH_BATCH)
                 sent += group
             if limited:
-                with self.tw.app.producer_or_acquire() as producer, \
+                with self.app.producer_or_acquire() as producer, \
                         producer.batch(max_size=PUBLISH_BATCH):
                     for d, options in limited:
                         task.apply_async(args=[d.run_id, d.name, d.token],
@@ -112,9 +148,9 @@ class WorkflowEngine:
     def _options(self, d: Dispatch) -> dict[str, Any]:
         wf = self._run_definition(d.run_id)
         step = wf.step(d.name)
-        task = self.tw.app.tasks.get(step.task)
+        task = self.app.tasks.get(step.task)
         options: dict[str, Any] = {
-            "queue": step.queue or self.tw.route_of(step.task),
+            "queue": step.queue or self.route_of(step.task),
         }
         priority = step.priority if step.priority is not None else getattr(task, "priority", None)
         if priority is not None:
@@ -136,7 +172,7 @@ class WorkflowEngine:
         self.publish(outcome.dispatch)
         if outcome.revoke:
             try:
-                self.tw.app.control.revoke(outcome.revoke, terminate=terminate)
+                self.app.control.revoke(outcome.revoke, terminate=terminate)
             except Exception:
                 log.exception("revoke failed", tasks=len(outcome.revoke))
         return outcome
@@ -201,7 +237,7 @@ class WorkflowEngine:
                   tries: int, kwargs: dict[str, Any], condition_error: Exception | None,
                   finish: Any) -> dict[str, Any]:
         step = wf.step(name)
-        task = self.tw.app.tasks.get(step.task)
+        task = self.app.tasks.get(step.task)
         options = dict(getattr(task, "taskworks_options", {}) or {})
         policy = step.retries or self._task_policy(step.task, task)
         options["retry_policy"] = policy
@@ -229,13 +265,13 @@ class WorkflowEngine:
             task=handle, task_id=request.id or "", name=step.task,
             queue=(request.delivery_info or {}).get("routing_key"), args=(), kwargs=kwargs,
             attempt=tries, options=options, hostname=request.hostname)
-        runtime = self.tw.runtime
+        runtime = self.runtime
         runtime.run(ctx, body, runtime.with_inserted(recorder, after=DeadLetterMiddleware))
         return recorder.answer or {"run": run_id, "step": name, "state": "ignored"}
 
     def _task_policy(self, name: str, task: Any) -> RetryPolicy:
         options = getattr(task, "taskworks_options", {}) or {}
-        return self.tw.retry_policies.for_task(name, options)
+        return self.retry_policies.for_task(name, options)
 
     # -- recovery ------------------------------------------------------------------
     def sweep(self, grace: float = DISPATCH_GRACE,
@@ -243,18 +279,18 @@ class WorkflowEngine:
         """Republish lost dispatches, fail runs past their deadline and steps killed by
         their hard time limit. Safe to run anywhere, any number of times."""
         republished = 0
-        for stale in self.runs.undispatched(grace):
-            fresh = self.runs.renew(stale)
+        for stale in self.recovery.undispatched(grace):
+            fresh = self.recovery.renew(stale)
             if fresh is not None:
                 self.publish([fresh])
                 republished += 1
         timed_out = 0
-        for run_id in self.runs.expired_runs():
+        for run_id in self.recovery.expired_runs():
             if self.act(self.runs.time_out(run_id), terminate=True).applied:
                 timed_out += 1
         overdue = 0
-        default_limit = float(self.tw.settings.worker.time_limit)
-        for run_id, workflow, name, token, version, started_at in self.runs.overdue_steps(
+        default_limit = self.default_time_limit
+        for run_id, workflow, name, token, version, started_at in self.recovery.overdue_steps(
                 now() - timedelta(seconds=time_limit_grace)):
             step = self.definition(workflow, version).step(name)
             limit = step.timeout if step.timeout is not None else default_limit

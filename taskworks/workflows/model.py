@@ -22,13 +22,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    InstanceOf,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     TypeAdapter,
     ValidationError,
-    WithJsonSchema,
 )
 from pydantic import Strict as StrictType
 from pydantic.dataclasses import dataclass
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from taskworks.errors import InvalidInput
 from taskworks.runtime.retry import RetryPolicy
@@ -132,6 +134,33 @@ def _retry_policy(value: object) -> RetryPolicy | None:
         refuse(exc.expected, exc.value, at=(exc.field.removeprefix("RetryPolicy."),))
 
 
+def _retry_spec(policy: RetryPolicy) -> dict[str, Any]:
+    """A policy as a definition writes it (the RetrySpec keys): how it is stored and
+    shown; its Python-only parts (exception classes) stay in the registering process."""
+    return {"max_retries": policy.max_retries, "base_delay": policy.base_delay,
+            "backoff_factor": policy.backoff_factor, "max_delay": policy.max_delay,
+            "jitter": policy.jitter}
+
+
+class _RetriesField:
+    """How pydantic handles ``Step.retries``: a RetrySpec (or a number of retries) in,
+    a RetryPolicy held, the RetrySpec out. RetryPolicy's own fields (exception classes)
+    never reach pydantic: they are neither data nor schema."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any,
+                                     handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _retry_policy, serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda policy: None if policy is None else _retry_spec(policy)))
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"anyOf": [{"type": "integer"}, RetrySpec.model_json_schema(),
+                          {"type": "null"}]}
+
+
 def _text(expected: str) -> Any:
     def check(value: object) -> str:
         if not isinstance(value, str) or not value:
@@ -175,9 +204,7 @@ class Step:
     soft_timeout: Seconds | None = None
     timeout: Seconds | None = None
     #: None: the step task's own policy (``@tw.task(retry_policy=...)`` or the default)
-    retries: Annotated[InstanceOf[RetryPolicy] | None, BeforeValidator(_retry_policy),
-                       WithJsonSchema({"anyOf": [{"type": "integer"},
-                                                 RetrySpec.model_json_schema()]})] = None
+    retries: Annotated[RetryPolicy | None, _RetriesField] = None
     when: Condition | None = None
     on_failure: Annotated[OnFailure, BeforeValidator(_on_failure)] = OnFailure.FAIL_FAST
     #: run even when a dependency was skipped (by a condition, not by a failure)
@@ -197,10 +224,7 @@ class Step:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.retries is not None:
-            r = self.retries
-            out["retries"] = {"max_retries": r.max_retries, "base_delay": r.base_delay,
-                              "backoff_factor": r.backoff_factor, "max_delay": r.max_delay,
-                              "jitter": r.jitter}
+            out["retries"] = _retry_spec(self.retries)
         if self.when is not None:
             out["when"] = self.when.to_dict()
         if self.on_failure is not OnFailure.FAIL_FAST:

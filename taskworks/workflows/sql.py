@@ -3,13 +3,17 @@
 Building a statement costs more than running it on SQLite; these are constructed at
 import and compiled once per dialect (SQLAlchemy's statement cache). Bind names carry a
 ``p_`` prefix: a bind may not share its name with a column of an UPDATE's SET clause.
+The helpers at the end run them: ``execute``, ``chunks`` of names per ``IN (...)``,
+``lock_run`` (rule 1 of runs.py) and the store's clock (``now``, ``aware``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Table, bindparam, select, update
+from sqlalchemy import JSON, Connection, CursorResult, DateTime, Table, bindparam, select, update
 
 from taskworks.store.tables import WorkflowRun, WorkflowStepRun
 from taskworks.workflows.model import RunState, StepState
@@ -76,3 +80,33 @@ RUN_INFO = select(R.c.workflow, R.c.version, R.c.input).where(R.c.id == p("run")
 
 DEPENDENCIES = select(S.c.name, S.c.state, S.c.skip_reason, S.c.result).where(
     S.c.run_id == p("run"), IN_NAMES)
+
+
+#: names per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+CHUNK = 2000
+
+
+def chunks(names: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(names), CHUNK):
+        yield names[i:i + CHUNK]
+
+
+def execute(conn: Connection, stmt: Any, params: dict[str, Any] | None = None,
+            ) -> CursorResult[Any]:
+    return conn.execute(stmt, params or {})
+
+
+def lock_run(conn: Connection, run_id: str) -> bool:
+    """Take the row lock of a RUNNING run (runs.py, rule 1); False when it is not running."""
+    return execute(conn, LOCK_RUN, {"p_run": run_id, "p_now": now()}).rowcount == 1
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were written as UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment

@@ -6,6 +6,12 @@ cycles (graphlib finds one and prints its path, ``a -> b -> c -> a``), and every
 step's message stays unacknowledged (its time limits, its retry delays) against the
 broker's ``visibility_timeout``: past it, the message is handed to another worker while
 the step still runs or waits, and the step's body runs twice.
+
+``check_bounds`` comes first: numbers the definition model leaves open (a name longer
+than its column, a version past a 32-bit integer, a timeout of 1e20 seconds, a backoff
+whose power overflows) are refused at registration rather than failing when a run
+starts, a deadline is computed or a retry waits. The API, the CLI and Python callers all
+register through ``Workflows.register``, so they refuse the same definitions.
 """
 
 from __future__ import annotations
@@ -14,13 +20,58 @@ import re
 from collections.abc import Iterable
 from graphlib import CycleError, TopologicalSorter
 
-from taskworks.errors import WorkflowInvalid
+from taskworks.errors import InvalidInput, WorkflowInvalid
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows.conditions import Predicates, problems
 from taskworks.workflows.model import Step, Workflow
 
+__all__ = [
+    "MAX_NAME", "MAX_RETRIES", "MAX_SECONDS", "MAX_VERSION", "check_bounds", "find_cycle",
+    "longest_retry_delay", "unacked_limits", "validate",
+]
+
 #: step names end up in task ids and CLI tables: keep them plain
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+#: the store's column sizes: refused at registration rather than failing in PostgreSQL
+MAX_NAME = 255
+MAX_VERSION = 2**31 - 1
+#: ten years: any longer timeout or delay is a mistake, and datetimes overflow further on
+MAX_SECONDS = 10 * 365 * 86_400.0
+MAX_RETRIES = 1000
+
+
+def check_bounds(wf: Workflow) -> None:
+    """Raise InvalidInput at the first number or name past what the store and the
+    engine's arithmetic hold (see the module docstring). Upper bounds only: a version
+    below 1 or a timeout <= 0 is one of ``validate``'s problems, listed with the others."""
+    if len(wf.name) > MAX_NAME:
+        raise InvalidInput("name", wf.name[:40] + "...", f"at most {MAX_NAME} characters")
+    if wf.version > MAX_VERSION:
+        raise InvalidInput("version", wf.version, f"an integer from 1 to {MAX_VERSION}")
+    seconds = f"seconds, at most {MAX_SECONDS:.0f}"
+    if wf.timeout is not None and wf.timeout > MAX_SECONDS:
+        raise InvalidInput("timeout", wf.timeout, seconds)
+    for index, step in enumerate(wf.steps):
+        where = _where(index, step)
+        for key in ("soft_timeout", "timeout"):
+            value = getattr(step, key)
+            if value is not None and value > MAX_SECONDS:
+                raise InvalidInput(f"{where}.{key}", value, seconds)
+        r = step.retries
+        if r is None:
+            continue
+        if r.max_retries > MAX_RETRIES:
+            raise InvalidInput(f"{where}.retries.max_retries", r.max_retries,
+                               f"at most {MAX_RETRIES}")
+        for key in ("base_delay", "max_delay"):
+            if getattr(r, key) > MAX_SECONDS:
+                raise InvalidInput(f"{where}.retries.{key}", getattr(r, key), seconds)
+        try:  # the retry delay is base_delay * backoff_factor ** retries_done
+            float(r.backoff_factor) ** r.max_retries
+        except OverflowError:
+            raise InvalidInput(f"{where}.retries.backoff_factor", r.backoff_factor,
+                               f"a factor whose power {r.max_retries} (max_retries) is a "
+                               "finite number") from None
 
 
 def _where(index: int, step: Step) -> str:

@@ -146,3 +146,35 @@ def test_numbers_that_would_overflow_later_are_refused_now(api: httpx.Client,
     response = api.post("/api/workflows", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["field"] == field
+
+
+def test_definitions_use_the_domain_model_as_their_schema(api: httpx.Client) -> None:
+    """The body and the answers are Workflow (taskworks/workflows/model.py), not a copy."""
+    schema = api.get("/openapi.json").json()
+    workflow = {"$ref": "#/components/schemas/Workflow"}
+    post = schema["paths"]["/api/workflows"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == workflow
+    assert post["responses"]["201"]["content"]["application/json"]["schema"] == workflow
+    get = schema["paths"]["/api/workflows/{name}"]["get"]
+    assert get["responses"]["200"]["content"]["application/json"]["schema"] == workflow
+    components = schema["components"]["schemas"]
+    assert {"name", "steps", "version", "timeout", "description"} == set(
+        components["Workflow"]["properties"])
+    assert {"when", "retries", "on_failure", "run_if_failed"} <= set(
+        components["Step"]["properties"])
+    assert "negate" in components["Condition"]["properties"]
+
+    name = f"model-{uuid.uuid4().hex[:6]}"
+    registered = api.post("/api/workflows", json={"name": name, "timeout": 60, "steps": [
+        {"name": "a", "task": "wf.record", "retries": 2},
+        {"name": "b", "task": "wf.record", "depends_on": "a",
+         "when": {"type": "field_exists", "field": "results.a"}}]})
+    assert registered.status_code == 201, registered.text
+    body = registered.json()
+    assert body == api.get(f"/api/workflows/{name}").json()
+    assert (body["version"], body["timeout"]) == (1, 60)
+    a, b = body["steps"]
+    assert a["retries"] == {"max_retries": 2, "base_delay": 1.0, "backoff_factor": 2.0,
+                            "max_delay": 300.0, "jitter": True}
+    assert (b["depends_on"], b["when"]["field"], b["on_failure"]) == (
+        ["a"], "results.a", "fail_fast")

@@ -29,7 +29,7 @@ from taskworks.scaling.supervisor import Supervisor
 from taskworks.scheduling.leader import LeaderScheduler
 from taskworks.settings import load_settings
 from taskworks.store.tables import JournalEntry
-from taskworks.tasks.builtin import probe_broker
+from taskworks.tasks.health import probe_broker
 from tests.api.server import ApiServer
 from tests.support.postgres import free_port
 from tests.support.wait import wait_for

@@ -69,7 +69,7 @@ def test_a_missing_dataset_is_dead_lettered_at_once_and_replays(
     assert "dataset_id: got 42" in letter.exc_message
 
     tables.seed_dataset(tw, 42, "late upload", [{"id": 1}, {"id": 2}])
-    new_id = tw.dead_letters.replay(tw, [letter.id])[letter.id]
+    new_id = tw.dead_letters.replay([letter.id])[letter.id]
     assert tw.app.AsyncResult(new_id).get(timeout=30)["processed_count"] == 2
 
 

@@ -15,6 +15,7 @@ import pytest
 from taskworks.store.engine import Store
 from taskworks.store.migrate import upgrade
 from tests.mapreduce.conftest import load
+from tests.mapreduce.test_datasets import add_job
 from tests.support.workers import ROOT, WorkerProcess
 
 
@@ -69,6 +70,41 @@ def test_dataset_commands(tmp_path: Path, db: str) -> None:
     assert done.returncode == 0, done.stderr
     assert "dataset 'people' deleted (3 items)" in done.stdout
     assert run(tmp_path, db, "show", "people").returncode == 2
+
+
+def test_a_dataset_in_use_is_not_deleted(tmp_path: Path, db: str) -> None:
+    """The library's refusal, through the command line: one line, exit 2."""
+    store = Store(db)
+    try:
+        info = load(store, [{"v": 1}, {"v": 2}], name="busy")
+        add_job(store, "job-1", info.id)
+    finally:
+        store.dispose()
+    done = run(tmp_path, db, "delete", "busy", "--yes")
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.strip().splitlines() == [
+        "error: name: got 'busy', expected a dataset no running job uses (job job-1 does: "
+        "cancel it first)"]
+    assert json.loads(run(tmp_path, db, "show", "busy").stdout)["row_count"] == 2
+
+
+def test_import_errors_name_the_flags(tmp_path: Path, db: str) -> None:
+    """The library names parameters; this command line names its flags."""
+    (tmp_path / "a.txt").write_text("a\n1\n")
+    done = run(tmp_path, db, "import", "a.txt", "--name", "a")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: --format: got '.txt', expected csv or jsonl")
+    done = run(tmp_path, db, "import", "a.txt", "--name", "a", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    done = run(tmp_path, db, "import", "a.txt", "--name", "a", "--format", "csv")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: --name: got 'a', expected a name no dataset has")
+    done = run(tmp_path, db, "register", "--name", "b")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: --table/--query: got None, expected exactly one")
+    done = run(tmp_path, db, "register", "--name", "b", "--table", "missing")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --table: got 'missing', expected an existing table"
 
 
 def test_store_not_migrated(tmp_path: Path) -> None:

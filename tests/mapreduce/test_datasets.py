@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
-from taskworks.errors import InvalidInput
-from taskworks.mapreduce.datasets import MAX_REPORTED_BAD_ROWS, BadRows, Datasets
+from taskworks.errors import BadRows, InvalidInput
+from taskworks.mapreduce.datasets import MAX_REPORTED_BAD_ROWS, Datasets
 from taskworks.store.engine import Store
-from taskworks.store.tables import Dataset, DatasetItem
+from taskworks.store.tables import Dataset, DatasetItem, MapReduceJob, WorkflowRun
 
 
 def items_of(store: Store, name: str) -> list[tuple[int, object]]:
@@ -124,15 +124,21 @@ def test_import_input_errors(store: Store, tmp_path: Path) -> None:
     datasets.import_file(path, "taken")
     with pytest.raises(InvalidInput, match="a name no dataset has yet") as caught:
         datasets.import_file(path, "taken")
-    assert caught.value.field == "--name"
+    assert caught.value.field == "name"
     with pytest.raises(InvalidInput) as caught:
         datasets.import_file(tmp_path / "a.txt", "x")
-    assert caught.value.field == "--format"
-    with pytest.raises(InvalidInput, match="a readable file"):
+    assert caught.value.field == "format"
+    with pytest.raises(InvalidInput, match="a readable file") as caught:
         datasets.import_file(tmp_path / "missing.csv", "x")
+    assert caught.value.field == "file"
     with pytest.raises(InvalidInput) as caught:
         datasets.import_file(path, " ")
-    assert caught.value.field == "--name"
+    assert caught.value.field == "name"
+    for name in ("tab\there", "nul\x00", "x" * 256):  # the API's rule, now the library's
+        with pytest.raises(InvalidInput, match="no control characters") as caught:
+            datasets.import_file(path, name)
+        assert caught.value.field == "name"
+    assert [d.name for d in datasets.all()] == ["taken"]
 
 
 def test_list_show_delete(store: Store, tmp_path: Path) -> None:
@@ -149,6 +155,42 @@ def test_list_show_delete(store: Store, tmp_path: Path) -> None:
     assert stored_rows(store) == (1, 12)
     with pytest.raises(InvalidInput, match="the name of a dataset"):
         datasets.delete("a")
+
+
+def add_job(store: Store, job_id: str, dataset_id: int, output_id: int | None = None,
+            state: str = "RUNNING") -> None:
+    """A job's rows as ``Jobs.start`` leaves them: its workflow run and its job row."""
+    with store.session() as session:
+        session.add(WorkflowRun(id=job_id, workflow=f"mapreduce.{job_id}", version=1,
+                                input={"job_id": job_id}, state=state, remaining=1))
+        session.add(MapReduceJob(id=job_id, dataset_id=dataset_id, dataset="-",
+                                 function="transformation", partition_size=10,
+                                 partitions=1, items=3,
+                                 params={} if output_id is None
+                                 else {"output_dataset_id": output_id}))
+
+
+def test_a_dataset_a_running_job_uses_is_not_deleted(store: Store, tmp_path: Path) -> None:
+    datasets = Datasets(store)
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps({"i": i}) + "\n" for i in range(3)))
+    source = datasets.import_file(path, "in")
+    output = datasets.create_output("out", "job j1", ["i"])
+    done_with = datasets.import_file(path, "done-with")
+    add_job(store, "j1", source.id, output.id)
+    add_job(store, "j0", done_with.id, state="SUCCEEDED")
+    for name in ("in", "out"):  # read, and written
+        with pytest.raises(InvalidInput, match=r"no running job uses \(job j1 does: "
+                           "cancel it first") as caught:
+            datasets.delete(name)
+        assert caught.value.field == "name"
+    assert datasets.delete("done-with") == 3  # its job ended
+    assert stored_rows(store) == (2, 3)  # the refusals deleted nothing
+    with store.session() as session:
+        session.execute(update(WorkflowRun).where(WorkflowRun.id == "j1")
+                        .values(state="CANCELLED"))
+    assert (datasets.delete("in"), datasets.delete("out")) == (3, 0)
+    assert stored_rows(store) == (0, 0)
 
 
 def test_register_table_and_query(store: Store) -> None:
@@ -173,16 +215,19 @@ def test_register_table_and_query(store: Store) -> None:
                           "ORDER BY amount DESC")
     assert items_of(store, "big") == [(0, {"customer": "a", "amount": 10}),
                                       (1, {"customer": "c", "amount": 7.5})]
-    with pytest.raises(InvalidInput, match="a table with a primary key"):
+    with pytest.raises(InvalidInput, match="a table with a primary key") as caught:
         datasets.register_sql("x", table="nokey")
+    assert caught.value.field == "table"
     with pytest.raises(InvalidInput, match="an existing table"):
         datasets.register_sql("x", table="missing")
     with pytest.raises(InvalidInput, match="a table name"):
         datasets.register_sql("x", table="orders; DROP TABLE orders")
-    with pytest.raises(InvalidInput, match="a SELECT"):
+    with pytest.raises(InvalidInput, match="a SELECT") as caught:
         datasets.register_sql("x", query="DELETE FROM orders")
+    assert caught.value.field == "query"
     with pytest.raises(InvalidInput, match="a query the source database runs"):
         datasets.register_sql("x", query="SELECT nothing FROM orders")
-    with pytest.raises(InvalidInput, match="exactly one"):
+    with pytest.raises(InvalidInput, match="exactly one") as caught:
         datasets.register_sql("x")
+    assert caught.value.field == "table/query"
     assert [d.name for d in datasets.all()] == ["big", "orders"]  # failures stored nothing

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.local import run_local
 from taskworks.runtime.retry import RetryPolicy
-from taskworks.store.tables import ProcessingResult, WorkflowRun
+from taskworks.store.tables import MapReduceJob, WorkflowRun
 from tests.mapreduce.conftest import load
 from tests.mapreduce.test_functions import (
     AGGREGATION,
@@ -32,7 +32,7 @@ NO_RETRY = RetryPolicy(max_retries=0)
 
 def counts(tw: Any) -> tuple[int, int]:
     with tw.store.session() as session:
-        return (session.scalar(select(func.count()).select_from(ProcessingResult)) or 0,
+        return (session.scalar(select(func.count()).select_from(MapReduceJob)) or 0,
                 session.scalar(select(func.count()).select_from(WorkflowRun)) or 0)
 
 

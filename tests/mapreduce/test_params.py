@@ -99,7 +99,7 @@ def test_transformation_output_must_be_new(sqlite_store: Store) -> None:
     with pytest.raises(InvalidInput) as caught:
         run_local(sqlite_store, info.name, "transformation",
                   {"normalize_fields": ["a"], "output": info.name}, 1)
-    assert caught.value.field == "--name"
+    assert caught.value.field == "params.output"
 
 
 def test_expressions_evaluate_safely() -> None:

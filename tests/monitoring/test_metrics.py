@@ -11,8 +11,9 @@ import httpx
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 
-from taskworks.monitoring.metrics import FAMILIES
+from taskworks.monitoring.metrics import FAMILIES, registry_for
 from taskworks.workflows import Step, Workflow
 from tests.api.server import TOKEN, ApiServer
 from tests.support.wait import wait_for
@@ -24,6 +25,12 @@ def api(tw: Any) -> Iterator[httpx.Client]:
     with server.client() as client:
         yield client
     server.stop()
+
+
+def registry_of(tw: Any, client: redis.Redis) -> CollectorRegistry:
+    """The registry the API builds, from ``tw``'s parts (taskworks/api/app.py)."""
+    return registry_for(tw.store, client, tw.settings, tw.breakers, tw.queue_names,
+                        tw.app.control.ping)
 
 
 def scrape(api: httpx.Client) -> dict[str, Any]:
@@ -137,13 +144,12 @@ def test_a_part_that_cannot_be_read_is_reported_and_the_rest_still_served(
     from prometheus_client import generate_latest
 
     from taskworks import Taskworks
-    from taskworks.monitoring.metrics import registry_for
     from taskworks.settings import load_settings
 
     # a store that cannot be opened: the directory does not exist
     broken = Taskworks(settings=load_settings(
         database_url=f"sqlite:///{tmp_path / 'missing' / 'store.db'}"))
-    text = generate_latest(registry_for(broken, redis_client)).decode()
+    text = generate_latest(registry_of(broken, redis_client)).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     errors = {s.labels["part"]: s.value for s in families["taskworks_scrape_errors"].samples}
     assert errors["tasks"] == 1
@@ -162,7 +168,6 @@ def test_counters_and_histogram_on_each_store(database_url: str, redis_client: r
     from prometheus_client import generate_latest
 
     from taskworks import Taskworks
-    from taskworks.monitoring.metrics import registry_for
     from taskworks.settings import load_settings
     from taskworks.store.migrate import upgrade
     from taskworks.store.tables import JournalEntry
@@ -177,7 +182,7 @@ def test_counters_and_histogram_on_each_store(database_url: str, redis_client: r
                                      state=state, attempt=1, args=[], kwargs={},
                                      finished_at=now, duration_ms=ms)
                         for i, (name, state, ms) in enumerate(rows))
-    text = generate_latest(registry_for(tw, redis_client)).decode()
+    text = generate_latest(registry_of(tw, redis_client)).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     total = "taskworks_tasks_total"
     assert sample(families, "taskworks_tasks", total, task="a", outcome="success") == 2
@@ -232,10 +237,9 @@ def test_jobs_and_datasets_on_each_store(database_url: str, redis_client: redis.
     from prometheus_client import generate_latest
 
     from taskworks import Taskworks
-    from taskworks.monitoring.metrics import registry_for
     from taskworks.settings import load_settings
     from taskworks.store.migrate import upgrade
-    from taskworks.store.tables import Dataset, ProcessingResult, WorkflowRun
+    from taskworks.store.tables import Dataset, MapReduceJob, WorkflowRun
 
     tw = Taskworks(settings=load_settings(database_url=database_url))
     upgrade(tw.store)
@@ -246,12 +250,12 @@ def test_jobs_and_datasets_on_each_store(database_url: str, redis_client: redis.
         for state, job_id in runs:
             session.add(WorkflowRun(id=job_id, workflow=f"mapreduce.{job_id}", version=1,
                                     input={}, state=state, remaining=0))
-            session.add(ProcessingResult(id=job_id, dataset_id=1, dataset="d1",
-                                         function="validation", params={},
-                                         partition_size=10, partitions=1, items=1))
+            session.add(MapReduceJob(id=job_id, dataset_id=1, dataset="d1",
+                                     function="validation", params={},
+                                     partition_size=10, partitions=1, items=1))
         session.add(WorkflowRun(id="plain", workflow="etl", version=1, input={},
                                 state="SUCCEEDED", remaining=0))
-    text = generate_latest(registry_for(tw, redis_client)).decode()
+    text = generate_latest(registry_of(tw, redis_client)).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert {s.labels["state"]: s.value for s in families["taskworks_jobs"].samples} == {
         "running": 1, "completed": 2, "failed": 1, "cancelled": 0}

@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskworks.errors import InvalidInput, TaskworksError
-from taskworks.notify.channels import EmailChannel, NotificationError, WebhookChannel
-from taskworks.notify.notice import SEVERITIES, FailureNotice
+from taskworks.errors import InvalidInput, NotificationError, TaskworksError
+from taskworks.notify.channels import EmailChannel, WebhookChannel
+from taskworks.notify.notice import FailureNotice
+from taskworks.runtime.severity import Severity
 from taskworks.settings import EmailSettings, WebhookSettings
 from tests.notify import (
     HttpSink,
@@ -36,7 +37,7 @@ NOTICE = FailureNotice(
 notices = st.builds(
     FailureNotice,
     task_name=st.text(), task_id=st.text(), exc_type=st.text(), exc_message=st.text(),
-    severity=st.sampled_from(SEVERITIES), hostname=st.text(),
+    severity=st.sampled_from([s.value for s in Severity]), hostname=st.text(),
     attempt=st.integers(0, 10**6), traceback_excerpt=st.text(),
     occurrences=st.integers(1, 10**6),
 )

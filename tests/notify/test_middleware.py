@@ -87,3 +87,34 @@ def test_failures_below_min_severity_are_not_sent(
     wait_for(lambda: len(smtp.messages) == 1, what="the critical alert")
     assert "over the threshold" in smtp.messages[0].get_content()
     assert all(body["task_name"] == "tests.critical" for body in hook.bodies)
+
+
+def test_the_middleware_needs_only_its_settings_and_a_sender() -> None:
+    """Built by the composition root with ``notify`` settings and the function that
+    publishes a notice: what it sends, and when it does not."""
+    from taskworks.notify.middleware import NotifyMiddleware
+    from taskworks.notify.notice import FailureNotice
+    from taskworks.runtime.middleware import TaskContext
+    from taskworks.settings import NotifySettings, WebhookSettings
+
+    sent: list[dict[str, Any]] = []
+
+    def send(notice: dict[str, Any]) -> str:
+        sent.append(notice)
+        return f"notification-{len(sent)}"
+
+    def failed(severity: str, name: str = "tests.job") -> TaskContext:
+        return TaskContext(task=None, task_id="t-1", name=name, queue="default", args=(),
+                           kwargs={}, attempt=2, options={}, hostname="w1",
+                           exc=KeyError("gone"), severity=severity)
+
+    hook = WebhookSettings(url="http://127.0.0.1:9/hook")
+    middleware = NotifyMiddleware(NotifySettings(webhook=hook, min_severity="high"), send)
+    for severity in ("low", "medium", "high", "critical"):
+        middleware.on_exhausted(failed(severity))
+    middleware.on_exhausted(failed("critical", name=NOTIFY_TASK))  # never about itself
+    assert [FailureNotice.from_json(n).severity for n in sent] == ["high", "critical"]
+    assert sent[0]["exc_type"] == "KeyError"
+    assert sent[0]["attempt"] == 2
+    NotifyMiddleware(NotifySettings(), send).on_exhausted(failed("critical"))
+    assert len(sent) == 2  # no channel configured: nothing to send

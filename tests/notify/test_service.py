@@ -15,6 +15,7 @@ from taskworks import InvalidInput, Taskworks, load_settings
 from taskworks.notify.notice import FailureNotice
 from taskworks.notify.service import deliver, should_notify
 from taskworks.notify.task import NOTIFY_TASK
+from taskworks.runtime.severity import Severity
 from taskworks.store.migrate import upgrade
 from taskworks.store.tables import Notification
 from tests.notify import HttpSink, SmtpSink, http_server, smtp_server
@@ -68,6 +69,11 @@ def both(smtp: tuple[SmtpSink, int], hook: HttpSink, **notify: Any) -> dict[str,
     }
 
 
+def send(tw: Taskworks, notice: FailureNotice) -> list[str]:
+    """deliver() with what the notification task gives it: tw's settings and store."""
+    return deliver(notice, tw.settings.notify, tw.settings.effective_broker_url, tw.store)
+
+
 def rows(tw: Taskworks) -> list[Notification]:
     with tw.store.session() as session:
         return list(session.scalars(select(Notification).order_by(Notification.id)))
@@ -76,7 +82,7 @@ def rows(tw: Taskworks) -> list[Notification]:
 def test_one_notice_one_email_one_post_two_rows(
         make_tw: MakeTw, smtp: tuple[SmtpSink, int], hook: HttpSink) -> None:
     tw = make_tw(**both(smtp, hook))
-    assert deliver(tw, NOTICE) == ["sent", "sent"]
+    assert send(tw, NOTICE) == ["sent", "sent"]
     assert [m["Subject"] for m in smtp[0].messages] == [NOTICE.subject()]
     assert [FailureNotice.from_json(b) for b in hook.bodies] == [NOTICE]
     recorded = rows(tw)
@@ -91,7 +97,7 @@ def test_a_failing_webhook_does_not_stop_the_email(
         make_tw: MakeTw, smtp: tuple[SmtpSink, int], hook: HttpSink) -> None:
     hook.status = 500
     tw = make_tw(**both(smtp, hook))
-    assert deliver(tw, NOTICE) == ["sent", "failed"]
+    assert send(tw, NOTICE) == ["sent", "failed"]
     assert len(smtp[0].messages) == 1
     assert len(hook.bodies) == 1
     email_row, webhook_row = rows(tw)
@@ -104,7 +110,7 @@ def test_a_failing_webhook_does_not_stop_the_email(
 def test_a_failing_email_does_not_stop_the_webhook(
         make_tw: MakeTw, hook: HttpSink) -> None:
     tw = make_tw(**both((SmtpSink(), free_port()), hook))  # nobody listens there
-    assert deliver(tw, NOTICE) == ["failed", "sent"]
+    assert send(tw, NOTICE) == ["failed", "sent"]
     assert len(hook.bodies) == 1
     email_row, webhook_row = rows(tw)
     assert (email_row.status, webhook_row.status) == ("failed", "sent")
@@ -115,8 +121,8 @@ def test_a_failing_email_does_not_stop_the_webhook(
 def test_a_duplicate_in_the_window_sends_and_records_nothing(
         make_tw: MakeTw, smtp: tuple[SmtpSink, int], hook: HttpSink) -> None:
     tw = make_tw(**both(smtp, hook))
-    assert deliver(tw, NOTICE) == ["sent", "sent"]
-    assert deliver(tw, NOTICE) == []
+    assert send(tw, NOTICE) == ["sent", "sent"]
+    assert send(tw, NOTICE) == []
     assert (len(smtp[0].messages), len(hook.bodies), len(rows(tw))) == (1, 1, 2)
 
 
@@ -124,9 +130,9 @@ def test_the_next_window_reports_the_suppressed(
         make_tw: MakeTw, smtp: tuple[SmtpSink, int], hook: HttpSink) -> None:
     tw = make_tw(**both(smtp, hook, window_seconds=1))
     for _ in range(3):
-        deliver(tw, NOTICE)
+        send(tw, NOTICE)
     time.sleep(1.2)
-    assert deliver(tw, NOTICE) == ["sent", "sent"]
+    assert send(tw, NOTICE) == ["sent", "sent"]
     assert [b["occurrences"] for b in hook.bodies] == [1, 3]
     assert smtp[0].messages[-1]["Subject"].endswith("(3x)")
     assert [r.occurrences for r in rows(tw)] == [1, 1, 3, 3]
@@ -137,14 +143,14 @@ def test_below_min_severity_nothing_is_sent_nor_counted(
         redis_client: redis.Redis) -> None:
     tw = make_tw(**both(smtp, hook, min_severity="critical"))
     high = FailureNotice(**{**NOTICE.to_json(), "severity": "high"})
-    assert deliver(tw, high) == []
+    assert send(tw, high) == []
     assert (smtp[0].messages, hook.bodies, rows(tw)) == ([], [], [])
     assert redis_client.keys("*") == []
 
 
 def test_without_channels_nothing_happens(make_tw: MakeTw, redis_client: redis.Redis) -> None:
     tw = make_tw()
-    assert deliver(tw, NOTICE) == []
+    assert send(tw, NOTICE) == []
     assert rows(tw) == []
     assert redis_client.keys("*") == []
 
@@ -152,7 +158,7 @@ def test_without_channels_nothing_happens(make_tw: MakeTw, redis_client: redis.R
 def test_without_redis_it_sends_anyway(
         make_tw: MakeTw, smtp: tuple[SmtpSink, int], hook: HttpSink) -> None:
     tw = make_tw(broker_url=f"redis://127.0.0.1:{free_port()}/0", **both(smtp, hook))
-    assert deliver(tw, NOTICE) == ["sent", "sent"]
+    assert send(tw, NOTICE) == ["sent", "sent"]
     assert len(smtp[0].messages) == 1
 
 
@@ -162,12 +168,12 @@ def test_without_redis_it_sends_anyway(
 ])
 def test_should_notify(minimum: str, severity: str, expected: bool) -> None:
     settings = load_settings(notify={"min_severity": minimum})
-    assert should_notify(settings, severity) is expected
+    assert should_notify(severity, settings.notify.min_severity) is expected
 
 
 def test_should_notify_rejects_unknown_severity() -> None:
     with pytest.raises(InvalidInput, match="severity"):
-        should_notify(load_settings(), "urgent")
+        should_notify("urgent", Severity.HIGH)
 
 
 def test_the_task_is_urgent_and_delivers(

@@ -7,13 +7,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
 
 from taskworks.errors import InvalidInput
-from taskworks.runtime.dlq import DeadLetterFilter
+from taskworks.runtime.dlq import DeadLetterFilter, DeadLetterStore
+from taskworks.store.engine import Store
+from taskworks.store.migrate import upgrade
+from taskworks.store.tables import DeadLetter
 from tests.support.wait import wait_for
 from tests.support.workers import ROOT, WorkerProcess
 
@@ -38,7 +42,7 @@ def test_replay_round_trip(
         "tests.toggle", ["r1"], "KeyError", "max_retries")
     redis_client.delete("r1:fail")  # the downstream is fixed
 
-    replayed = tw.dead_letters.replay(tw, [letter.id])
+    replayed = tw.dead_letters.replay([letter.id])
     new_id = replayed[letter.id]
     assert new_id != letter.task_id
     assert tw.app.AsyncResult(new_id).get(timeout=30) == "ok"
@@ -64,7 +68,7 @@ def test_filters_bulk_replay_and_purge(
     assert len(tw.dead_letters.find(DeadLetterFilter(task="tests.critical"))) == 1
 
     redis_client.delete("b1:fail", "b2:fail", "b3:fail")  # no new letters race the counts
-    replayed = tw.dead_letters.replay_matching(tw, DeadLetterFilter(exc_type="KeyError"))
+    replayed = tw.dead_letters.replay_matching(DeadLetterFilter(exc_type="KeyError"))
     assert len(replayed) == 3
     assert len(tw.dead_letters.find(DeadLetterFilter(replayed=True))) == 3
     assert tw.dead_letters.purge(DeadLetterFilter(task="tests.critical")) == 1
@@ -76,7 +80,7 @@ def test_unknown_ids_replay_nothing(tw: Any, store: Any, redis_client: redis.Red
     start_worker()
     [letter] = _fail_into_dlq(tw, redis_client, ["u1"])
     with pytest.raises(InvalidInput, match="id"):
-        tw.dead_letters.replay(tw, [letter.id, 999_999])
+        tw.dead_letters.replay([letter.id, 999_999])
     assert tw.dead_letters.get(letter.id).replay_count == 0
 
 
@@ -142,3 +146,74 @@ def test_dlq_cli_show_hides_secret_arguments(
     assert "tok-cli-4711" not in shown.stdout
     assert json.loads(shown.stdout)["kwargs"] == {"fail_every": 1, "api_token": "***"}
     assert letter.kwargs["api_token"] == "tok-cli-4711"  # stored raw, for a replay
+
+
+# -- the rules every adapter shares, in the library -------------------------------------
+def _letters(database_url: str, *names: str) -> DeadLetterStore:
+    """A store on a fresh database holding one letter per name (no way to send: a
+    replay is refused before it would send)."""
+    store = Store(database_url)
+    upgrade(store)
+    with store.session() as session:
+        session.add_all(DeadLetter(task_id=f"id-{i}", name=name, queue="default", args=[i],
+                                   kwargs={}, exc_type="KeyError", attempts=1,
+                                   reason="failed", failed_at=datetime.now(UTC),
+                                   replay_count=0) for i, name in enumerate(names))
+    return DeadLetterStore(store)
+
+
+def test_purge_delete_and_count(database_url: str) -> None:
+    letters = _letters(database_url, "a", "a", "b")
+    try:
+        assert letters.count() == 3
+        assert letters.count(DeadLetterFilter.parse(task="a", since="1h")) == 2
+        with pytest.raises(InvalidInput) as caught:
+            letters.purge()  # every letter takes saying so
+        assert caught.value.field == "all"
+        assert letters.count() == 3
+        first = letters.find(DeadLetterFilter(task="b"))[0]
+        letters.delete(first.id)
+        with pytest.raises(InvalidInput) as missing:
+            letters.delete(first.id)
+        assert (missing.value.field, missing.value.value) == ("id", first.id)
+        assert letters.purge(DeadLetterFilter(), all=True) == 2
+    finally:
+        letters.store.dispose()
+
+
+@pytest.mark.parametrize(("filters", "field"), [
+    ({"since": "yesterday"}, "since"), ({"since": "99999999999w"}, "since"),
+    ({"until": "tomorrow"}, "until"),
+])
+def test_a_bad_filter_names_its_parameter(filters: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        DeadLetterFilter.parse(**filters)
+    assert caught.value.field == field
+
+
+def test_filters_as_typed() -> None:
+    assert DeadLetterFilter.parse(task="", exc_type="", since="", until="").is_empty
+    parsed = DeadLetterFilter.parse(task="t", until="2026-11-23T12:00")
+    assert (parsed.task, parsed.until) == ("t", datetime(2026, 11, 23, 12, 0))
+    assert not parsed.is_empty
+
+
+def test_a_replay_takes_ids_or_all(tw: Any, store: Any) -> None:
+    with pytest.raises(InvalidInput) as both:
+        tw.dead_letters.replay_selection([1], all=True)
+    assert both.value.field == "all"
+    with pytest.raises(InvalidInput) as neither:
+        tw.dead_letters.replay_selection([])
+    assert neither.value.field == "ids"
+    with pytest.raises(InvalidInput) as unknown:
+        tw.dead_letters.replay_selection([999_999])
+    assert unknown.value.field == "id"
+
+
+def test_a_store_without_a_way_to_send_refuses_to_replay(database_url: str) -> None:
+    letters = _letters(database_url, "a")
+    try:
+        with pytest.raises(RuntimeError, match="Resend"):
+            letters.replay([letters.find()[0].id])
+    finally:
+        letters.store.dispose()

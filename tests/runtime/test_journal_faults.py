@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from taskworks.runtime import journal
 from taskworks.runtime.dlq import DeadLetterStore
 from taskworks.runtime.journal import JournalWriter
+from taskworks.runtime.journal import writer as journal_writer
 from taskworks.runtime.middleware import TaskContext
 from taskworks.store import engine as store_engine
 from taskworks.store.engine import Store
@@ -65,7 +65,7 @@ class Lines:
 @pytest.fixture
 def logged(monkeypatch: pytest.MonkeyPatch) -> Lines:
     lines = Lines()
-    monkeypatch.setattr(journal, "log", lines)
+    monkeypatch.setattr(journal_writer, "log", lines)  # the writer's log
     return lines
 
 

@@ -116,3 +116,30 @@ def test_memory_error_recycles_the_prefork_child_after_the_task(
     assert isinstance(failed.result, TaskMemoryError)  # not the whole worker lost
     after = tw.submit("tests.memory_hog", [False]).get(timeout=30)
     assert after != first  # the pool replaced the child once the failed task was done
+
+
+def test_default_callbacks_need_only_the_store(tmp_path: Any) -> None:
+    from taskworks.runtime.severity import default_callbacks
+    from taskworks.store.engine import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    engine = store.engine
+    error = OperationalError("x", {}, Exception())
+    for callback in default_callbacks(store).matching(error):
+        callback(error, _ctx())
+    assert store.engine is not engine  # its pool was reset
+    store.dispose()
+
+
+def test_one_severity_scale_for_settings_and_notifications() -> None:
+    from taskworks.errors import ConfigError
+    from taskworks.notify.service import should_notify
+    from taskworks.settings import load_settings
+
+    assert [s.value for s in Severity] == ["low", "medium", "high", "critical"]
+    minimum = load_settings(notify={"min_severity": "medium"}).notify.min_severity
+    assert minimum is Severity.MEDIUM
+    assert load_settings().notify.min_severity is Severity.HIGH
+    with pytest.raises(ConfigError, match="min_severity"):
+        load_settings(notify={"min_severity": "urgent"})
+    assert [should_notify(s, minimum) for s in Severity] == [False, True, True, True]

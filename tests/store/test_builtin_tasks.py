@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from taskworks import InvalidInput, Taskworks, keys, load_settings
 from taskworks.store.migrate import upgrade
 from taskworks.store.tables import HealthCheck, Notification, Report
-from taskworks.tasks.builtin import cleanup_expired, daily_report, health_check
+from taskworks.tasks.health import health_check
+from taskworks.tasks.housekeeping import cleanup_expired, daily_report
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def _count(tw: Taskworks, table: type[HealthCheck] | type[Report]) -> int:
 
 
 def test_health_check_records_a_row(tw: Taskworks) -> None:
-    result = health_check(tw, worker_timeout=0.2)
+    result = health_check(tw.app, tw.store, worker_timeout=0.2)
     assert result["healthy"] is True
     assert result["broker"]["ok"] is True
     assert result["database"]["ok"] is True
@@ -61,9 +62,9 @@ def test_cleanup_deletes_only_expired_rows(tw: Taskworks) -> None:
                     "replayed_dead_letters": 0, "notifications": 0, "scaling_decisions": 0,
                     "mapreduce_jobs": 0, "workflow_runs": 0, "workflow_definitions": 0,
                     "undeliverable": 0}
-    assert cleanup_expired(tw) == {"health_checks": 2, "reports": 1, **nothing_else}
+    assert cleanup(tw) == {"health_checks": 2, "reports": 1, **nothing_else}
     assert (_count(tw, HealthCheck), _count(tw, Report)) == (1, 1)
-    assert cleanup_expired(tw) == {"health_checks": 0, "reports": 0, **nothing_else}
+    assert cleanup(tw) == {"health_checks": 0, "reports": 0, **nothing_else}
 
 
 def test_cleanup_applies_the_retention_settings(tw: Taskworks, redis_client: Any) -> None:
@@ -74,7 +75,7 @@ def test_cleanup_applies_the_retention_settings(tw: Taskworks, redis_client: Any
                                       task_name="t", severity="high", subject="s",
                                       status="sent") for d in (31, 29)])
     redis_client.rpush(keys.UNDELIVERABLE, *range(10_005))
-    deleted = cleanup_expired(tw)
+    deleted = cleanup(tw)
     assert (deleted["notifications"], deleted["undeliverable"]) == (1, 5)
     assert redis_client.llen(keys.UNDELIVERABLE) == 10_000
 
@@ -90,7 +91,7 @@ def test_daily_report_counts_only_that_day(tw: Taskworks) -> None:
             _check(at("2026-01-05T12:00"), healthy=False),
             _check(at("2026-01-06T00:00"), healthy=True),
         ])
-    body = daily_report(tw, day="2026-01-05")
+    body = daily_report(tw.store, day="2026-01-05")
     assert body == {"day": "2026-01-05", "health_checks": 2, "healthy": 1, "unhealthy": 1,
                     "availability": 0.5}
     with tw.store.session() as session:
@@ -108,3 +109,7 @@ def test_daily_report_counts_only_that_day(tw: Taskworks) -> None:
 def test_daily_report_refuses_anything_but_a_date(day: str) -> None:
     with pytest.raises(InvalidInput, match="day"):
         daily_report(None, day)  # type: ignore[arg-type]  # refused before any store access
+
+
+def cleanup(tw: Any) -> dict[str, int]:
+    return cleanup_expired(tw.store, tw.settings, tw.app.conf.broker_url)

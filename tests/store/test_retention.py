@@ -19,8 +19,8 @@ from taskworks.store.engine import Store
 from taskworks.store.migrate import upgrade
 from taskworks.store.tables import (
     DeadLetter,
+    MapReduceJob,
     Notification,
-    ProcessingResult,
     ScalingDecision,
     WorkflowDefinition,
     WorkflowRun,
@@ -89,9 +89,9 @@ def definition(name: str, version: int, created: datetime) -> WorkflowDefinition
 
 
 def job(job_id: str, created: datetime) -> list[Any]:
-    return [ProcessingResult(id=job_id, dataset_id=1, dataset="d", function="count",
-                             params={}, partition_size=10, partitions=2, items=20,
-                             created_at=created),
+    return [MapReduceJob(id=job_id, dataset_id=1, dataset="d", function="count",
+                         params={}, partition_size=10, partitions=2, items=20,
+                         created_at=created),
             definition(f"mapreduce.{job_id}", 1, created)]
 
 
@@ -142,7 +142,7 @@ def test_mapreduce_jobs_go_with_their_run_steps_and_definition(store: Store) -> 
     deleted = retention.delete_expired(store, RetentionSettings(), NOW)
     assert deleted["mapreduce_jobs"] == 2
     assert deleted["workflow_runs"] == 0  # a job's run is the job's rule's
-    assert column(store, ProcessingResult.id) == ["recent", "running", "starting"]
+    assert column(store, MapReduceJob.id) == ["recent", "running", "starting"]
     assert column(store, WorkflowRun.id) == ["recent", "running"]
     assert set(column(store, WorkflowStepRun.run_id)) == {"recent", "running"}
     assert deleted["workflow_definitions"] == 2
@@ -156,7 +156,7 @@ def test_job_retention_has_its_own_setting(store: Store) -> None:
     settings = RetentionSettings(mapreduce_jobs_days=60, workflow_runs_days=7)
     assert retention.delete_expired(store, settings, NOW)["mapreduce_jobs"] == 0
     assert (column(store, WorkflowRun.id), count(store, WorkflowStepRun)) == (["j"], 2)
-    assert column(store, ProcessingResult.id) == ["j"]
+    assert column(store, MapReduceJob.id) == ["j"]
 
 
 def test_definitions_kept_while_used_or_latest(store: Store) -> None:
@@ -186,7 +186,7 @@ def test_nothing_expired_nothing_deleted(store: Store) -> None:
     deleted = retention.delete_expired(store, RetentionSettings(), NOW)
     assert set(deleted.values()) == {0}
     assert [count(store, t) for t in (DeadLetter, Notification, ScalingDecision,
-                                      ProcessingResult, WorkflowRun, WorkflowDefinition)] \
+                                      MapReduceJob, WorkflowRun, WorkflowDefinition)] \
         == [1, 1, 1, 1, 1, 1]
 
 

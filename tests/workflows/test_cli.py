@@ -73,3 +73,15 @@ def test_bad_input_exits_2_with_one_clear_message(tmp_path: Path, tw: Any) -> No
         assert done.returncode == 2, (args, done.stderr)
         assert expected in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_register_refuses_what_would_overflow_later(tmp_path: Path, tw: Any) -> None:
+    """The same bounds as the API's (tests/api/test_workflows.py): the library owns them."""
+    path = tmp_path / "big.yaml"
+    name = unique("big")
+    path.write_text(f"name: {name}\ntimeout: 1.0e+20\nsteps:\n  - {{name: a, task: wf.add}}\n")
+    done = cli("register", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "timeout: got 1e+20, expected seconds, at most 315360000" in done.stderr
+    assert name not in {n for n, _, _ in tw.workflows.definitions()}

@@ -11,7 +11,7 @@ from taskworks.store.engine import Store
 from taskworks.store.migrate import upgrade
 from taskworks.workflows import Step, Workflow
 from taskworks.workflows.cache import DEFINITIONS_MAX_BYTES, SizedLRU, json_size
-from taskworks.workflows.state import RunStore
+from taskworks.workflows.definitions import DefinitionStore
 from tests.workflows.conftest import rec, unique
 
 
@@ -44,25 +44,27 @@ def big(name: str, steps: int) -> Workflow:
 
 
 @pytest.fixture
-def runs(database_url: str) -> Any:
+def definitions(database_url: str) -> Any:
     store = Store(database_url)
     upgrade(store)
-    yield RunStore(store)
+    yield DefinitionStore(store)
     store.dispose()
 
 
-def test_definitions_read_from_the_store_are_bounded_by_bytes(runs: RunStore) -> None:
-    assert runs._definitions.max_bytes == DEFINITIONS_MAX_BYTES == 64 * 2**20
+def test_definitions_read_from_the_store_are_bounded_by_bytes(
+        definitions: DefinitionStore) -> None:
+    assert definitions._definitions.max_bytes == DEFINITIONS_MAX_BYTES == 64 * 2**20
     one = json_size(big("x", 500).to_dict())
-    runs._definitions.max_bytes = int(2.5 * one)
+    definitions._definitions.max_bytes = int(2.5 * one)
     names = [f"mapreduce.job{i}" for i in range(6)]
     for name in names:
-        runs.save_definition(big(name, 500))
+        definitions.save(big(name, 500))
     for name in names:
-        assert len(runs.definition(name, 1).steps) == 500
-        assert len(runs._definitions) <= 2
-        assert runs._definitions.nbytes <= runs._definitions.max_bytes
-    assert runs.definition(names[0], 1).name == names[0]  # a miss reads the store again
+        assert len(definitions.definition(name, 1).steps) == 500
+        assert len(definitions._definitions) <= 2
+        assert definitions._definitions.nbytes <= definitions._definitions.max_bytes
+    # a miss reads the store again
+    assert definitions.definition(names[0], 1).name == names[0]
 
 
 def test_registered_definitions_are_bounded_by_bytes(tw: Any,

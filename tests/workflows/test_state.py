@@ -20,7 +20,10 @@ from hypothesis import strategies as st
 from taskworks.store.engine import Store
 from taskworks.store.migrate import upgrade
 from taskworks.workflows import OnFailure, Step, StepState, Workflow
-from taskworks.workflows.state import Dispatch, RunStore
+from taskworks.workflows.definitions import DefinitionStore
+from taskworks.workflows.queries import RunQueries
+from taskworks.workflows.recovery import RunRecovery
+from taskworks.workflows.runs import Dispatch, RunStore
 
 
 @pytest.fixture
@@ -47,6 +50,11 @@ def s(name: str, *deps: str, **kw: Any) -> Step:
     return Step(name, "t", depends_on=tuple(deps), **kw)
 
 
+def read(runs: RunStore) -> RunQueries:
+    """The status reads, on the same store."""
+    return RunQueries(runs.store)
+
+
 def run_step(runs: RunStore, w: Workflow, d: Dispatch, state: StepState = StepState.SUCCEEDED,
              **kw: Any) -> list[Dispatch]:
     assert runs.start_step(d.run_id, d.name, d.token, redelivered=False, celery_id="x")
@@ -71,7 +79,7 @@ def test_diamond_claims_the_join_once_and_duplicates_do_nothing(runs: RunStore) 
     assert out.dispatch == []
     assert out.run_state is None
     run_step(runs, w, joined[0], result=4)
-    assert runs.run_row(run_id).state == "SUCCEEDED"
+    assert read(runs).run_row(run_id).state == "SUCCEEDED"
     deps = runs.dependencies(run_id, ["b", "c"])
     assert {k: v[2] for k, v in deps.items()} == {"b": 2, "c": 3}
 
@@ -102,7 +110,7 @@ def test_concurrent_completions_dispatch_every_join_exactly_once(runs: RunStore)
         results = list(pool.map(complete, [branches[i::8] for i in range(8)]))
     claimed = Counter(name for r in results for name in r)
     assert claimed == Counter({f"j{i}": 1 for i in range(n - 1)})
-    assert runs.run_row(run_id).remaining == n - 1
+    assert read(runs).run_row(run_id).remaining == n - 1
 
 
 def test_cancel_racing_completions_dispatches_nothing(runs: RunStore) -> None:
@@ -120,9 +128,9 @@ def test_cancel_racing_completions_dispatches_nothing(runs: RunStore) -> None:
         cancelled = runs.cancel(run_id)
         dispatched = [x for f in futures for x in f.result()]
     assert cancelled.applied
-    row = runs.run_row(run_id)
+    row = read(runs).run_row(run_id)
     assert row.state == "CANCELLED"
-    states = {r.name: r.state for r in runs.step_rows(run_id)}
+    states = {r.name: r.state for r in read(runs).step_rows(run_id)}
     if dispatched:  # z was claimed before the cancel took the lock: then it was cancelled
         assert [d.name for d in dispatched] == ["z"]
         # and its message, when it comes, cannot start it
@@ -141,7 +149,7 @@ def test_fail_fast_and_continue(runs: RunStore) -> None:
     after_ok = run_step(runs, w, ok)
     assert [d.name for d in after_ok] == ["after_ok"]
     run_step(runs, w, after_ok[0])
-    row = runs.run_row(run_id)
+    row = read(runs).run_row(run_id)
     assert (row.state, row.failed_step, row.error) == ("FAILED", "bad", "boom")
 
     w2 = wf(s("a"), s("bad", "a"), s("ok", "a"), s("after_ok", "ok"), name="fast")
@@ -155,12 +163,12 @@ def test_fail_fast_and_continue(runs: RunStore) -> None:
     assert out.run_state == "FAILED"
     assert out.revoke == ["ok-task-id"]  # the running step's message is revoked
     assert runs.finish_step(w2, run_id, "ok", ok.token, StepState.SUCCEEDED).dispatch == []
-    assert {r.name: r.state for r in runs.step_rows(run_id)} == {
+    assert {r.name: r.state for r in read(runs).step_rows(run_id)} == {
         "a": "SUCCEEDED", "bad": "FAILED", "ok": "CANCELLED", "after_ok": "CANCELLED"}
 
     resumed = runs.resume(w2, run_id)
     assert sorted(d.name for d in resumed.dispatch) == ["bad", "ok"]
-    attempts = {r.name: r.attempt for r in runs.step_rows(run_id)}
+    attempts = {r.name: r.attempt for r in read(runs).step_rows(run_id)}
     assert attempts == {"a": 1, "bad": 2, "ok": 2, "after_ok": 2}
     # the old running body of ok finishes late: its token is stale, nothing happens
     assert runs.finish_step(w2, run_id, "ok", ok.token, StepState.SUCCEEDED).applied is False
@@ -181,14 +189,14 @@ def test_a_join_over_failures_runs_after_a_failed_or_skipped_dependency(
     end = run_step(runs, w, joined[0])
     assert [d.name for d in end] == ["end"]
     run_step(runs, w, end[0])
-    assert runs.run_row(run_id).state == "FAILED"  # a step failed, though the join ran
-    states = {r.name: (r.state, r.skip_reason) for r in runs.step_rows(run_id)}
+    assert read(runs).run_row(run_id).state == "FAILED"  # a step failed, though the join ran
+    states = {r.name: (r.state, r.skip_reason) for r in read(runs).step_rows(run_id)}
     assert states["after_a"] == ("SKIPPED", "upstream_failed")
     assert states["join"] == ("SUCCEEDED", None)
 
     resumed = runs.resume(w, run_id)
     assert [d.name for d in resumed.dispatch] == ["a"]
-    attempts = {r.name: r.attempt for r in runs.step_rows(run_id)}
+    attempts = {r.name: r.attempt for r in read(runs).step_rows(run_id)}
     # b keeps its result; the join and what follows it run again over the full inputs
     assert attempts == {"a": 2, "b": 1, "after_a": 2, "join": 2, "end": 2}
 
@@ -196,15 +204,16 @@ def test_a_join_over_failures_runs_after_a_failed_or_skipped_dependency(
 def test_lost_publish_is_renewed_and_the_old_token_is_inert(runs: RunStore) -> None:
     w = wf(s("a"))
     run_id, roots = runs.create_run(w, None)  # never published, never marked dispatched
-    stale = runs.undispatched(older_than=-1)
+    recovery = RunRecovery(runs.store)
+    stale = recovery.undispatched(older_than=-1)
     assert [(d.run_id, d.name) for d in stale] == [(run_id, "a")]
-    fresh = runs.renew(stale[0])
+    fresh = recovery.renew(stale[0])
     assert fresh is not None
     assert fresh.token != roots[0].token
-    assert runs.renew(stale[0]) is None  # only one renewal wins
+    assert recovery.renew(stale[0]) is None  # only one renewal wins
     assert runs.start_step(run_id, "a", roots[0].token, redelivered=False, celery_id=None) is None
     runs.mark_dispatched([fresh])
-    assert runs.undispatched(older_than=-1) == []
+    assert recovery.undispatched(older_than=-1) == []
     assert runs.start_step(run_id, "a", fresh.token, redelivered=False, celery_id=None)
 
 
@@ -250,16 +259,17 @@ def test_property_random_dags_run_each_step_once_after_its_dependencies(
                                            StepState.SUCCEEDED).dispatch == []
     assert sorted(ran) == sorted(n for n, _ in dag)
     assert len(ran) == len(set(ran))
-    assert sqlite_runs.run_row(run_id).state == "SUCCEEDED"
+    assert read(sqlite_runs).run_row(run_id).state == "SUCCEEDED"
 
 
 def test_the_parsed_definition_cache_is_bounded_and_misses_read_the_store(
         runs: RunStore) -> None:
-    runs._definitions.max_entries = 3
+    definitions = DefinitionStore(runs.store)
+    definitions._definitions.max_entries = 3
     names = [f"bounded-{i}" for i in range(8)]
     for name in names:
-        runs.save_definition(Workflow(name=name, steps=(Step("only", "wf.noop"),)))
+        definitions.save(Workflow(name=name, steps=(Step("only", "wf.noop"),)))
     for _ in range(2):  # the second pass reads back what the bound dropped
         for name in names:
-            assert runs.definition(name, 1).name == name
-            assert len(runs._definitions) <= 3
+            assert definitions.definition(name, 1).name == name
+            assert len(definitions._definitions) <= 3

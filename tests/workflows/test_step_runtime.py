@@ -50,7 +50,7 @@ def test_a_failed_step_is_journaled_dead_lettered_and_its_replay_resumes_the_run
     assert letter.severity is not None
 
     redis_client.delete("wf:broken")  # the downstream is fixed: replay the letter
-    assert tw.dead_letters.replay(tw, [letter.id]) == {letter.id: run.id}
+    assert tw.dead_letters.replay([letter.id]) == {letter.id: run.id}
     status = wait_for(lambda: (s := run.status()).done and s, timeout=30,
                       what="the resumed run to end")
     assert status.state == "SUCCEEDED"

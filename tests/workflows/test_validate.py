@@ -11,6 +11,7 @@ import pytest
 from taskworks.errors import InvalidInput, WorkflowInvalid
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows import Condition, Step, Workflow, load_file, workflow_from_dict
+from taskworks.workflows.validate import MAX_RETRIES, MAX_SECONDS, MAX_VERSION
 from tests.workflows.conftest import unique
 
 
@@ -209,3 +210,52 @@ def test_a_file_with_a_step_past_the_visibility_timeout_is_refused(tw: Any,
                                            r"expected seconds below visibility_timeout"):
         tw.workflows.register(path)
     assert name not in {n for n, _, _ in tw.workflows.definitions()}  # nothing stored
+
+
+# -- bounds that keep a run from overflowing later (the API refuses the same: ------------
+# -- tests/api/test_workflows.py) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"timeout": 1e20}, "timeout"),
+    ({"version": 2**40}, "version"),
+    ({"steps": [{"name": "a", "task": "wf.record", "timeout": 1e20}]}, "steps[0] (a).timeout"),
+    ({"steps": [{"name": "a", "task": "wf.record", "soft_timeout": 1e20}]},
+     "steps[0] (a).soft_timeout"),
+    ({"steps": [{"name": "a", "task": "wf.record",
+                 "retries": {"max_retries": 10**6}}]}, "steps[0] (a).retries.max_retries"),
+    ({"steps": [{"name": "a", "task": "wf.record",
+                 "retries": {"max_retries": 1, "max_delay": 1e20}}]},
+     "steps[0] (a).retries.max_delay"),
+    ({"steps": [{"name": "a", "task": "wf.record",
+                 "retries": {"max_retries": 999, "backoff_factor": 50}}]},
+     "steps[0] (a).retries.backoff_factor"),
+    ({"name": "x" * 300}, "name"),
+])
+def test_numbers_that_would_overflow_later_are_refused_at_registration(
+        tw: Any, change: dict[str, Any], field: str) -> None:
+    wf = workflow_from_dict({"name": unique("big"),
+                             "steps": [{"name": "a", "task": "wf.record"}], **change})
+    for check in (tw.workflows.validate, tw.workflows.register):
+        with pytest.raises(InvalidInput) as info:
+            check(wf)
+        assert not isinstance(info.value, WorkflowInvalid)
+        assert info.value.field == field
+    assert (wf.name, wf.version) not in {(n, v) for n, v, _ in tw.workflows.definitions()}
+
+
+def test_the_largest_accepted_numbers_register(tw: Any) -> None:
+    wf = tw.workflows.register(workflow_from_dict({
+        "name": unique("x" * 200), "version": MAX_VERSION, "timeout": MAX_SECONDS,
+        "steps": [{"name": "a", "task": "wf.record",
+                   "retries": {"max_retries": MAX_RETRIES, "backoff_factor": 2,
+                               "max_delay": 60}}]}))
+    assert tw.workflows.definition(wf.name).version == MAX_VERSION
+
+
+def test_a_version_below_one_is_listed_with_the_other_problems(tw: Any) -> None:
+    assert problems(tw, Step("a", "no.such.task"), version=0, timeout=0) == [
+        "version: got 0, expected an integer >= 1",
+        "timeout: got 0, expected seconds > 0",
+        "steps[0] (a).task: unknown task 'no.such.task' (not registered on the app)",
+    ]

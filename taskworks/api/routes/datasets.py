@@ -13,7 +13,6 @@ fails and the answer is a 413, so neither the form parser's spool nor ours grows
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,8 +21,6 @@ from typing import IO, Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, update
-from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,11 +29,8 @@ from starlette.formparsers import MultiPartException
 from taskworks.api.context import ApiContext, Ctx
 from taskworks.api.errors import NotFound, invalid_input_body
 from taskworks.api.models import DatasetDeleted, DatasetDetail, DatasetItemModel, DatasetModel
-from taskworks.errors import InvalidInput
-from taskworks.mapreduce.datasets import BadRows, DatasetInfo, Datasets
-from taskworks.mapreduce.readers import RowRefused
-from taskworks.store.tables import Dataset, ProcessingResult, WorkflowRun
-from taskworks.workflows.model import RunState
+from taskworks.errors import BadRows, InvalidInput, RowRefused
+from taskworks.mapreduce.datasets import MAX_NAME_LENGTH, DatasetInfo, Datasets
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
@@ -44,10 +38,9 @@ router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 #: bounds the temporary files an upload is spooled to before the import
 MAX_UPLOAD_BYTES = 1 << 30
 MAX_HEAD = 100
-#: no control characters: a name is shown in terminals and pages, and PostgreSQL refuses NUL
-NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,255}$"
-#: the library's CLI-minded field names, as this API names them
-_FIELDS = {"--name": "name", "--format": "format", "FILE": "file"}
+#: what the library accepts as a new dataset's name (Datasets refuses the rest), for the
+#: schema: no control characters
+NAME_PATTERN = rf"^[^\x00-\x1f\x7f]{{1,{MAX_NAME_LENGTH}}}$"
 _CONTENT_TYPES = {"text/csv": "csv", "application/csv": "csv",
                   "application/x-ndjson": "jsonl", "application/jsonl": "jsonl",
                   "application/x-jsonlines": "jsonl", "application/jsonlines": "jsonl"}
@@ -86,12 +79,6 @@ def _info(ctx: ApiContext, name: str) -> DatasetInfo:
         return datasets_of(ctx).get(name)
     except InvalidInput:
         raise NotFound("dataset", name) from None
-
-
-def _renamed(exc: InvalidInput, filename: str) -> InvalidInput:
-    field = _FIELDS.get(exc.field, exc.field)
-    value = filename if field == "file" else exc.value
-    return InvalidInput(field, value, exc.expected)
 
 
 def _bad_rows(exc: BadRows, filename: str) -> JSONResponse:
@@ -174,30 +161,19 @@ async def import_dataset(request: Request, ctx: Ctx, name: NameQ = None,
             else:
                 await _spool_body(request, out)
         fmt = _format(given, filename, content_type)
-        if not name or not re.fullmatch(NAME_PATTERN, name):
-            raise InvalidInput("name", name, "a dataset name of 1 to 255 characters, no "
-                               "control characters: ?name= or a name form field")
+        if not name:  # what a name may hold is the library's to say
+            raise InvalidInput("name", name, "a dataset name: ?name= or a name form field")
         label = filename or "the request body"
         try:
+            # the spooled file's path means nothing once it is gone: name the upload
             info = await run_in_threadpool(datasets_of(ctx).import_file, path, name,
-                                           fmt=fmt, infer_types=infer_types)
+                                           fmt=fmt, infer_types=infer_types,
+                                           origin=f"upload: {label}")
         except BadRows as exc:
             return _bad_rows(exc, label)
         except RowRefused as exc:
             return _refused_row(exc, label)
-        except InvalidInput as exc:
-            raise _renamed(exc, label) from None
-        except DataError as exc:  # e.g. a NUL character PostgreSQL will not store
-            raise InvalidInput("file", label, "values the store accepts "
-                               f"({type(exc.orig).__name__})") from None
-    await run_in_threadpool(_set_origin, ctx, info.id, f"upload: {label}")
     return await run_in_threadpool(show, info.name, ctx)
-
-
-def _set_origin(ctx: ApiContext, dataset_id: int, origin: str) -> None:
-    """The spooled file's path means nothing once it is gone: say what was uploaded."""
-    with ctx.tw.store.session() as session:
-        session.execute(update(Dataset).where(Dataset.id == dataset_id).values(origin=origin))
 
 
 @router.get("", response_model=list[DatasetModel])
@@ -220,30 +196,15 @@ def show(name: DatasetName, ctx: Ctx,
                          head=[DatasetItemModel(**item) for item in items])
 
 
-def _used_by_running_job(ctx: ApiContext, info: DatasetInfo) -> str | None:
-    """The id of a running job reading this dataset or writing it, if any."""
-    stmt = (select(ProcessingResult.id, ProcessingResult.dataset_id, ProcessingResult.params)
-            .join(WorkflowRun, WorkflowRun.id == ProcessingResult.id)
-            .where(WorkflowRun.state == RunState.RUNNING.value))
-    with ctx.tw.store.session() as session:
-        for job_id, dataset_id, params in session.execute(stmt):
-            output = params.get("output_dataset_id") if isinstance(params, dict) else None
-            if info.id in (dataset_id, output):
-                return str(job_id)
-    return None
-
-
 @router.delete("/{name:path}", response_model=DatasetDeleted)
 def delete(name: DatasetName, ctx: Ctx) -> DatasetDeleted:
-    """Delete a dataset and its items; refused while a running job reads or writes it."""
-    info = _info(ctx, name)
-    job = _used_by_running_job(ctx, info)
-    if job is not None:
-        raise InvalidInput("name", name, f"a dataset no running job uses (job {job} does: "
-                           "cancel it first)")
+    """Delete a dataset and its items; refused (422) while a running job reads or writes
+    it."""
     try:
         removed = datasets_of(ctx).delete(name)
-    except InvalidInput:
-        raise NotFound("dataset", name) from None
+    except InvalidInput as exc:
+        if exc.field == "dataset":  # no dataset of that name
+            raise NotFound("dataset", name) from None
+        raise
     return DatasetDeleted(name=name, deleted_items=removed)
 

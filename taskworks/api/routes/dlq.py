@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import delete
 
 from taskworks.api.context import Ctx
 from taskworks.api.errors import NotFound
 from taskworks.api.models import DeadLetterItem, Purged, Replay, Replayed
-from taskworks.api.routes.journal import since_of
 from taskworks.errors import InvalidInput
 from taskworks.redaction import Redactor
 from taskworks.runtime.dlq import DeadLetterFilter, shown
@@ -25,8 +23,12 @@ LetterId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 def _filter(task: str | None, exception: str | None, since: str | None) -> DeadLetterFilter:
-    return DeadLetterFilter(task=task or None, exc_type=exception or None,
-                            since=since_of(since))
+    return DeadLetterFilter.parse(task=task, exc_type=exception, since=since)
+
+
+def _not_found(exc: InvalidInput) -> Exception:
+    """An unknown letter id is a 404; any other bad input stays a 422."""
+    return NotFound("dead letter", exc.value) if exc.field == "id" else exc
 
 
 def item(ctx: Ctx, row: DeadLetter) -> DeadLetterItem:
@@ -47,28 +49,19 @@ def dlq_list(ctx: Ctx, task: TaskQ = None, exception: ExcQ = None, since: SinceQ
 def dlq_show(letter_id: LetterId, ctx: Ctx) -> DeadLetterItem:
     try:
         return item(ctx, ctx.tw.dead_letters.get(letter_id))
-    except InvalidInput:
-        raise NotFound("dead letter", letter_id) from None
+    except InvalidInput as exc:
+        raise _not_found(exc) from None
 
 
 @router.post("/replay", response_model=Replayed)
 def dlq_replay(body: Replay, ctx: Ctx) -> Replayed:
     """Submit dead letters again: by ``ids``, or ``all`` matching ``filters``."""
-    letters = ctx.tw.dead_letters
-    if body.ids and body.all:
-        raise InvalidInput("all", True, "either ids or all, not both")
-    if body.ids:
-        for letter_id in body.ids:  # every id checked before anything is sent
-            try:
-                letters.get(letter_id)
-            except InvalidInput:
-                raise NotFound("dead letter", letter_id) from None
-        replayed = letters.replay(ctx.tw, body.ids)
-    elif body.all:
-        f = body.filters
-        replayed = letters.replay_matching(ctx.tw, _filter(f.task, f.exception, f.since))
-    else:
-        raise InvalidInput("ids", [], "one or more dead letter ids, or all: true")
+    f = body.filters
+    try:
+        replayed = ctx.tw.dead_letters.replay_selection(
+            body.ids, all=body.all, matching=_filter(f.task, f.exception, f.since))
+    except InvalidInput as exc:
+        raise _not_found(exc) from None
     for new_id in replayed.values():
         ctx.remember(new_id)
     return Replayed(replayed=replayed)
@@ -84,15 +77,14 @@ def dlq_purge(ctx: Ctx, task: TaskQ = None, exception: ExcQ = None, since: Since
               all: Annotated[bool, Query(description="required to purge without filters")
                              ] = False) -> Purged:
     """Delete the dead letters matching the filters (every one with ``all=true``)."""
-    if not (task or exception or since) and not all:
-        raise InvalidInput("all", all, "true to delete every dead letter, or a filter")
-    return Purged(deleted=ctx.tw.dead_letters.purge(_filter(task, exception, since)))
+    return Purged(deleted=ctx.tw.dead_letters.purge(_filter(task, exception, since), all=all))
 
 
 @router.delete("/{letter_id}", response_model=Purged)
 def dlq_delete(letter_id: LetterId, ctx: Ctx) -> Purged:
     """Delete one dead letter."""
-    dlq_show(letter_id, ctx)
-    with ctx.tw.store.session() as session:
-        session.execute(delete(DeadLetter).where(DeadLetter.id == letter_id))
+    try:
+        ctx.tw.dead_letters.delete(letter_id)
+    except InvalidInput as exc:
+        raise _not_found(exc) from None
     return Purged(deleted=1)

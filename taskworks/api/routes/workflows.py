@@ -19,35 +19,29 @@ from taskworks.api.models import (
     RunItem,
     RunStart,
     StepItem,
-    WorkflowDefinition,
     WorkflowSummary,
 )
 from taskworks.errors import InvalidInput
 from taskworks.submission import check_submittable
-from taskworks.workflows import model
-from taskworks.workflows.model import Workflow, load_yaml, workflow_from_dict
+from taskworks.workflows.model import (
+    MAX_DEFINITION_BYTES,
+    Workflow,
+    load_yaml,
+    workflow_from_dict,
+)
+from taskworks.workflows.validate import MAX_NAME, MAX_VERSION
+
+__all__ = ["MAX_DEFINITION_BYTES", "router"]
 
 router = APIRouter(tags=["workflows"])
-
-#: a definition body larger than this (the library's cap for definition files) is a 413
-#: while it streams in, before it is read whole or parsed (taskworks/api/limits.py)
-MAX_DEFINITION_BYTES = model.MAX_DEFINITION_BYTES
-#: the store's column sizes: refused here rather than failing in PostgreSQL
-MAX_NAME = 255
-MAX_INT = 2**31 - 1
-#: ten years: any longer timeout or delay is a mistake, and datetimes overflow further on
-MAX_SECONDS = 10 * 365 * 86_400.0
-MAX_RETRIES = 1000
 
 WorkflowName = Annotated[str, Path(min_length=1, max_length=MAX_NAME)]
 RunId = Annotated[str, Path(pattern=ID_PATTERN, description="the run id")]
 
+#: the body is read raw (JSON, or YAML), so its schema is declared here: the domain
+#: model's own (the Workflow component, there as the responses' model)
 DEFINITION_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object", "required": ["name", "steps"],
-                                    "properties": {"name": {"type": "string"},
-                                                   "version": {"type": "integer"},
-                                                   "steps": {"type": "array",
-                                                             "items": {"type": "object"}}}}},
+    "application/json": {"schema": {"$ref": "#/components/schemas/Workflow"}},
     "application/yaml": {"schema": {"type": "string"}},
 }}}
 
@@ -63,53 +57,12 @@ def _parse(raw: bytes, content_type: str) -> Any:
                            f"a workflow definition in {kind} ({exc})") from None
 
 
-def _check_sizes(wf: Workflow) -> None:
-    """Bounds the definition model leaves open, so that a huge number is a 422 here
-    rather than an overflow when a run starts, a deadline is computed or a retry waits."""
-    if len(wf.name) > MAX_NAME:
-        raise InvalidInput("name", wf.name[:40] + "...", f"at most {MAX_NAME} characters")
-    if not 1 <= wf.version <= MAX_INT:
-        raise InvalidInput("version", wf.version, f"an integer from 1 to {MAX_INT}")
-    seconds = f"seconds, at most {MAX_SECONDS:.0f}"
-    if wf.timeout is not None and not 0 < wf.timeout <= MAX_SECONDS:
-        raise InvalidInput("timeout", wf.timeout, seconds)
-    for i, step in enumerate(wf.steps):
-        where = f"steps[{i}] ({step.name})"
-        for key in ("soft_timeout", "timeout"):
-            value = getattr(step, key)
-            if value is not None and value > MAX_SECONDS:
-                raise InvalidInput(f"{where}.{key}", value, seconds)
-        r = step.retries
-        if r is None:
-            continue
-        if r.max_retries > MAX_RETRIES:
-            raise InvalidInput(f"{where}.retries.max_retries", r.max_retries,
-                               f"at most {MAX_RETRIES}")
-        for key in ("base_delay", "max_delay"):
-            if getattr(r, key) > MAX_SECONDS:
-                raise InvalidInput(f"{where}.retries.{key}", getattr(r, key), seconds)
-        try:  # the retry delay is base_delay * backoff_factor ** retries_done
-            float(r.backoff_factor) ** r.max_retries
-        except OverflowError:
-            raise InvalidInput(f"{where}.retries.backoff_factor", r.backoff_factor,
-                               f"a factor whose power {r.max_retries} (max_retries) is a "
-                               "finite number") from None
-
-
 def definition_of(ctx: ApiContext, name: str, version: int | None = None) -> Workflow:
-    runs = ctx.tw.workflows.engine.runs
-    found = version if version is not None else runs.latest_version(name)
-    if found is None:
-        raise NotFound("workflow", name)
+    """A registered version (the newest unless given), or a 404."""
     try:
-        return ctx.tw.workflows.engine.definition(name, found)
-    except InvalidInput:
-        raise NotFound("workflow version", f"{name} v{found}") from None
-
-
-def _definition(wf: Workflow) -> WorkflowDefinition:
-    return WorkflowDefinition(name=wf.name, version=wf.version, description=wf.description,
-                              steps=[s.to_dict() for s in wf.steps])
+        return ctx.tw.workflows.definition(name, version)
+    except InvalidInput as exc:
+        raise NotFound("workflow", exc.value) from None
 
 
 @router.get("/api/workflows", response_model=list[WorkflowSummary])
@@ -120,17 +73,16 @@ def workflows(ctx: Ctx) -> list[WorkflowSummary]:
 
 
 @router.post("/api/workflows", status_code=status.HTTP_201_CREATED,
-             response_model=WorkflowDefinition, openapi_extra=DEFINITION_BODY)
-async def register(request: Request, ctx: Ctx) -> WorkflowDefinition:
+             response_model=Workflow, openapi_extra=DEFINITION_BODY)
+async def register(request: Request, ctx: Ctx) -> Workflow:
     """Register a definition (JSON, or YAML with ``Content-Type: application/yaml``).
     Every problem is reported at once; the same version again is a no-op."""
     data = _parse(await request.body(), request.headers.get("content-type", ""))
     wf = workflow_from_dict(data)
-    _check_sizes(wf)
     for i, step in enumerate(wf.steps):  # a step runs its task: the same rule as /api/tasks
         check_submittable(ctx.settings, step.task, field=f"steps[{i}] ({step.name}).task")
     # the store is synchronous: off the event loop
-    return _definition(await run_in_threadpool(ctx.tw.workflows.register, wf))
+    return await run_in_threadpool(ctx.tw.workflows.register, wf)
 
 
 @router.get("/api/workflows/{name:path}/runs", response_model=list[RunItem])
@@ -150,11 +102,10 @@ def start(name: WorkflowName, ctx: Ctx, body: RunStart | None = None) -> RunDeta
     return run_detail(run.id, ctx)
 
 
-@router.get("/api/workflows/{name:path}", response_model=WorkflowDefinition)
+@router.get("/api/workflows/{name:path}", response_model=Workflow)
 def workflow(name: WorkflowName, ctx: Ctx,
-             version: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None
-             ) -> WorkflowDefinition:
-    return _definition(definition_of(ctx, name, version))
+             version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None) -> Workflow:
+    return definition_of(ctx, name, version)
 
 
 @router.get("/api/runs", response_model=list[RunItem])
@@ -172,21 +123,11 @@ def run_detail(run_id: RunId, ctx: Ctx) -> RunDetail:
         st = ctx.tw.workflows.status(run_id)
     except InvalidInput:
         raise NotFound("run", run_id) from None
-    try:
-        steps = {s.name: s for s in ctx.tw.workflows.engine.definition(st.workflow,
-                                                                       st.version).steps}
-    except InvalidInput:
-        steps = {}
     return RunDetail(
         id=st.id, workflow=st.workflow, version=st.version, state=st.state.value,
         error=st.error, failed_step=st.failed_step, resumes=st.resumes,
         created_at=st.created_at, finished_at=st.finished_at, input=st.input,
-        steps=[StepItem(name=s.name, task=steps[s.name].task if s.name in steps else None,
-                        depends_on=list(steps[s.name].depends_on) if s.name in steps else [],
-                        state=s.state, attempt=s.attempt, tries=s.tries, task_id=s.task_id,
-                        skip_reason=s.skip_reason, started_at=s.started_at,
-                        finished_at=s.finished_at, result=s.result, error=s.error)
-               for s in st.steps.values()],
+        steps=[StepItem.model_validate(s, from_attributes=True) for s in st.steps.values()],
     )
 
 

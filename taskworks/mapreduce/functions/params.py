@@ -12,15 +12,25 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Protocol, Self, cast
 
 import re2  # type: ignore[import-untyped]
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    GetJsonSchemaHandler,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue, SkipJsonSchema
+from pydantic_core import CoreSchema
 
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.expressions import Expression
 from taskworks.schema import Strict, finite_number, is_number, refuse, validate
 
 __all__ = ["AGGREGATES", "MAX_PATTERN_LENGTH", "NORMALIZE_OPS", "TYPE_NAMES",
-           "AggregationParams", "AnalysisParams", "Category", "FunctionParams", "Pattern",
-           "TransformationParams", "ValidationParams", "compile_pattern", "type_matches"]
+           "AggregationParams", "AnalysisParams", "Category", "FunctionParams", "JobParams",
+           "Pattern", "TransformationParams", "ValidationParams", "compile_pattern",
+           "type_matches"]
 
 TYPE_NAMES = ("int", "float", "str", "bool", "list", "dict")
 DEFAULT_MAX_SAMPLES = 10
@@ -208,8 +218,8 @@ class TransformationParams(FunctionParams):
     #: the output dataset's name (default: the input's name + "_transformed")
     output: str | None = None
     max_error_samples: MaxSamples = DEFAULT_MAX_SAMPLES
-    #: set when the job starts (prepare): the output dataset's id
-    output_dataset_id: int | None = None
+    #: set when the job starts (prepare): the output dataset's id; not the caller's
+    output_dataset_id: SkipJsonSchema[int | None] = None
 
     @model_validator(mode="after")
     def _some_change(self) -> Self:
@@ -305,3 +315,28 @@ class AggregationParams(FunctionParams):
         return [*self.group_by, "rows",
                 *(f"{field}_{op}" for field, ops in self.aggregate_fields.items()
                   for op in ops)]
+
+
+# -- a job's params, in a schema ---------------------------------------------------------
+
+
+class _JobParamsSchema:
+    """Documents a job's params as one of the built-ins' models or any object."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # through the handler, the models' nested definitions land where the caller keeps
+        # its own (FastAPI: components/schemas), so every $ref resolves
+        builtins = [handler(model.__pydantic_core_schema__) for model in (
+            ValidationParams, TransformationParams, AnalysisParams, AggregationParams)]
+        custom = {"type": "object", "title": "CustomFunctionParams",
+                  "description": "a custom function's params: it checks them itself"}
+        return {"anyOf": [*builtins, custom], "description": "the function's params: "
+                "those of validation, transformation, analysis or aggregation, or a "
+                "custom function's"}
+
+
+#: a job's params where a schema shows them (the API's JobStart): any JSON object, checked
+#: by the function when the job starts (``fn.check``), documented with the models above
+JobParams = Annotated[dict[str, Any], _JobParamsSchema]

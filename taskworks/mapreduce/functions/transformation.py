@@ -55,7 +55,8 @@ class Transformation(MapReduceFunction):
         name = rules.output or f"{ctx.dataset.name}_transformed"
         columns = list(dict.fromkeys([*ctx.dataset.columns, *rules.calculated_fields]))
         output = Datasets(ctx.store).create_output(
-            name, f"job {ctx.job_id}: transformation of {ctx.dataset.name}", columns)
+            name, f"job {ctx.job_id}: transformation of {ctx.dataset.name}", columns,
+            field="params.output")
         return {**params, "output": name, "output_dataset_id": output.id}
 
     def map_partition(self, params: Mapping[str, Any], items: Iterable[Item],

@@ -1,4 +1,5 @@
-"""Durable run state in the SQL store, and the one transaction per step completion.
+"""Runs and their steps in the SQL store: the one transaction per step completion, and
+those that start, cancel, time out and resume a run.
 
 Exactly-once dispatch rests on three rules:
 
@@ -22,67 +23,29 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Connection, CursorResult, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, insert, select, update
 
 from taskworks.errors import InvalidInput
 from taskworks.store.engine import Store
-from taskworks.store.tables import WorkflowDefinition, WorkflowRun, WorkflowStepRun
+from taskworks.store.tables import WorkflowRun, WorkflowStepRun
 from taskworks.workflows import sql
-from taskworks.workflows.cache import (
-    DEFINITIONS_MAX_BYTES,
-    RUN_INPUTS_MAX_BYTES,
-    SizedLRU,
-    json_size,
-)
-from taskworks.workflows.model import (
-    OnFailure,
-    RunState,
-    SkipReason,
-    StepState,
-    Workflow,
-    workflow_from_dict,
-)
+from taskworks.workflows.cache import RUN_INPUTS_MAX_BYTES, SizedLRU, json_size
+from taskworks.workflows.model import OnFailure, RunState, SkipReason, StepState, Workflow
+from taskworks.workflows.sql import aware, chunks, execute, lock_run, now
+
+__all__ = ["RUNS_BOUND", "Dispatch", "Outcome", "RunStore", "Started", "rerun_set", "task_id"]
 
 Steps = WorkflowStepRun
 Runs = WorkflowRun
-#: names per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
-CHUNK = 2000
-#: parsed definitions kept per process (each map-reduce job stores one of its own), at
-#: most DEFINITIONS_MAX_BYTES of them
-DEFINITIONS_BOUND = 1000
 #: runs whose (workflow, version, input) are kept per process, at most
 #: RUN_INPUTS_MAX_BYTES of inputs
 RUNS_BOUND = 1000
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def keep(cache: dict[K, V], key: K, value: V, bound: int) -> V:
-    """Put ``value`` in a process-local cache of at most about ``bound`` entries: a bound,
-    not an LRU (emptied when full), since a miss costs one SELECT."""
-    if len(cache) > bound:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were written as UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 def task_id(token: str, name: str) -> str:
@@ -111,10 +74,6 @@ class Outcome:
     applied: bool = False
 
 
-class _Duplicate(Exception):
-    """A completion that matched no RUNNING row: its transaction is rolled back."""
-
-
 @dataclass(frozen=True)
 class Started:
     attempt: int
@@ -123,21 +82,9 @@ class Started:
     dependencies: dict[str, tuple[str, str | None, Any]] = field(default_factory=dict)
 
 
-def _chunks(names: Sequence[str]) -> Iterable[Sequence[str]]:
-    for i in range(0, len(names), CHUNK):
-        yield names[i:i + CHUNK]
-
-
-def _run(conn: Connection, stmt: Any, params: dict[str, Any] | None = None,
-         ) -> CursorResult[Any]:
-    return conn.execute(stmt, params or {})
-
-
 class RunStore:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._definitions: SizedLRU[tuple[str, int], Workflow] = SizedLRU(
-            DEFINITIONS_BOUND, DEFINITIONS_MAX_BYTES)
         #: run id -> (workflow, version, input): immutable, read by every step
         self._runs: SizedLRU[str, tuple[str, int, Any]] = SizedLRU(
             RUNS_BOUND, RUN_INPUTS_MAX_BYTES)
@@ -146,56 +93,6 @@ class RunStore:
     def _tx(self) -> Iterator[Connection]:
         with self.store.engine.begin() as conn:
             yield conn
-
-    # -- definitions ---------------------------------------------------------------
-    def save_definition(self, wf: Workflow) -> bool:
-        """Store a version; True if new. The same version with another body is refused."""
-        body = wf.to_dict()
-        for _ in range(2):
-            existing = self._stored(wf.name, wf.version)
-            if existing is not None:
-                if existing != body:
-                    raise InvalidInput(
-                        "version", wf.version, f"a new version for workflow {wf.name!r}: "
-                        "this version is registered with another definition")
-                return False
-            try:
-                with self.store.session() as session:
-                    session.add(WorkflowDefinition(name=wf.name, version=wf.version,
-                                                   definition=body))
-                return True
-            except IntegrityError:
-                continue  # registered concurrently: compare with that one
-        return False
-
-    def _stored(self, name: str, version: int) -> Any:
-        with self.store.session() as session:
-            return session.scalar(select(WorkflowDefinition.definition).where(
-                WorkflowDefinition.name == name, WorkflowDefinition.version == version))
-
-    def latest_version(self, name: str) -> int | None:
-        with self.store.session() as session:
-            return session.scalar(select(func.max(WorkflowDefinition.version)).where(
-                WorkflowDefinition.name == name))
-
-    def definition(self, name: str, version: int) -> Workflow:
-        """A stored version (immutable, so cached)."""
-        key = (name, version)
-        found = self._definitions.get(key)
-        if found is None:
-            body = self._stored(name, version)
-            if body is None:
-                raise InvalidInput("workflow", f"{name} v{version}", "a registered workflow")
-            found = self._definitions.put(key, workflow_from_dict(body), json_size(body))
-        return found
-
-    def definitions(self) -> list[tuple[str, int, datetime]]:
-        with self.store.session() as session:
-            rows = session.execute(select(
-                WorkflowDefinition.name, WorkflowDefinition.version,
-                WorkflowDefinition.created_at,
-            ).order_by(WorkflowDefinition.name, WorkflowDefinition.version)).all()
-        return [(r[0], r[1], r[2]) for r in rows]
 
     # -- starting ------------------------------------------------------------------
     def create_run(self, wf: Workflow, run_input: Any, run_id: str | None = None) -> tuple[
@@ -229,8 +126,8 @@ class RunStore:
             return
         with self._tx() as conn:
             for (run_id, token), names in by_token.items():
-                for chunk in _chunks(names):
-                    _run(conn, sql.MARK_DISPATCHED,
+                for chunk in chunks(names):
+                    execute(conn, sql.MARK_DISPATCHED,
                          {"p_run": run_id, "p_token": token, "p_names": list(chunk)})
 
     # -- a step's life -------------------------------------------------------------
@@ -243,7 +140,7 @@ class RunStore:
         if redelivered:
             allowed.append(StepState.RUNNING.value)
         with self._tx() as conn:
-            row: Any = _run(conn, sql.START, {
+            row: Any = execute(conn, sql.START, {
                 "p_run": run_id, "p_name": name, "p_token": token, "p_allowed": allowed,
                 "p_now": now(), "p_celery_id": celery_id}).first()
             if row is None:
@@ -254,13 +151,13 @@ class RunStore:
     def requeue(self, run_id: str, name: str, token: str, error: str) -> bool:
         """RUNNING -> QUEUED while a retry of the same message is pending."""
         with self._tx() as conn:
-            return _run(conn, sql.REQUEUE, {"p_run": run_id, "p_name": name, "p_token": token,
+            return execute(conn, sql.REQUEUE, {"p_run": run_id, "p_name": name, "p_token": token,
                                             "p_error": error}).rowcount == 1
 
     def defer(self, run_id: str, name: str, token: str, reason: str) -> bool:
         """RUNNING -> QUEUED without spending a try, while its deferred message waits."""
         with self._tx() as conn:
-            return _run(conn, sql.DEFER, {"p_run": run_id, "p_name": name, "p_token": token,
+            return execute(conn, sql.DEFER, {"p_run": run_id, "p_name": name, "p_token": token,
                                           "p_error": reason}).rowcount == 1
 
     def run_info(self, run_id: str) -> tuple[str, int, Any]:
@@ -268,7 +165,7 @@ class RunStore:
         found = self._runs.get(run_id)
         if found is None:
             with self.store.engine.connect() as conn:
-                row: Any = _run(conn, sql.RUN_INFO, {"p_run": run_id}).first()
+                row: Any = execute(conn, sql.RUN_INFO, {"p_run": run_id}).first()
             if row is None:
                 raise InvalidInput("run_id", run_id, "the id of a workflow run")
             found = self._runs.put(run_id, (row[0], row[1], row[2]), json_size(row[2]))
@@ -284,8 +181,8 @@ class RunStore:
     def _dependencies(conn: Connection, run_id: str, names: Sequence[str]) -> dict[
             str, tuple[str, str | None, Any]]:
         out: dict[str, tuple[str, str | None, Any]] = {}
-        for chunk in _chunks(list(names)):
-            rows: Any = _run(conn, sql.DEPENDENCIES, {"p_run": run_id, "p_names": list(chunk)})
+        for chunk in chunks(list(names)):
+            rows: Any = execute(conn, sql.DEPENDENCIES, {"p_run": run_id, "p_names": list(chunk)})
             for row in rows:
                 out[row[0]] = (row[1], row[2], row[3])
         return out
@@ -294,27 +191,29 @@ class RunStore:
                     state: StepState, *, result: Any = None, error: str | None = None,
                     skip_reason: SkipReason | None = None) -> Outcome:
         """Record a step's end and claim the dependents it made ready: one transaction."""
-        try:
-            with self._tx() as conn:
-                return self._finish(conn, wf, run_id, name, token, state, result=result,
-                                    error=error, skip_reason=skip_reason)
-        except _Duplicate:
-            return Outcome()  # rolled back: the first completion already acted
+        with self.store.engine.connect() as conn, conn.begin() as transaction:
+            outcome = self._finish(conn, wf, run_id, name, token, state, result=result,
+                                   error=error, skip_reason=skip_reason)
+            if not outcome.applied:
+                # a duplicate (undo its count: the first completion already acted), or a
+                # run no longer running (nothing was changed)
+                transaction.rollback()
+            return outcome
 
     def _finish(self, conn: Connection, wf: Workflow, run_id: str, name: str, token: str,
                 state: StepState, *, result: Any, error: str | None,
                 skip_reason: SkipReason | None) -> Outcome:
         outcome = Outcome()
         # the run's row lock, and this step counted off, in one statement (the hot path)
-        run: Any = _run(conn, sql.LOCK_AND_COUNT, {"p_run": run_id, "p_now": now()}).first()
+        run: Any = execute(conn, sql.LOCK_AND_COUNT, {"p_run": run_id, "p_now": now()}).first()
         if run is None:
             return outcome  # cancelled, failed fast or timed out meanwhile
-        recorded = _run(conn, sql.FINISH, {
+        recorded = execute(conn, sql.FINISH, {
             "p_run": run_id, "p_name": name, "p_token": token, "p_state": state.value,
             "p_now": now(), "p_result": result, "p_error": error,
             "p_skip_reason": skip_reason.value if skip_reason else None}).rowcount
         if recorded != 1:
-            raise _Duplicate  # undo the count
+            return outcome  # a duplicate: the caller rolls the count back
         outcome.applied = True
         done, ready = self._propagate(conn, wf, run_id, [(name, state, skip_reason)])
         if state is StepState.FAILED and wf.step(name).on_failure is OnFailure.FAIL_FAST:
@@ -325,17 +224,17 @@ class RunStore:
         failed = run[1] is not None
         if state is StepState.FAILED and not failed:
             # continue: the first failure names the run's failure; branches go on
-            _run(conn, update(Runs).where(Runs.id == run_id).values(
+            execute(conn, update(Runs).where(Runs.id == run_id).values(
                 failed_step=name, error=error))
             failed = True
         outcome.dispatch = self._claim(conn, run_id, ready)
         remaining = run[0]
         if done > 1:  # skips propagated: count them off too
-            remaining = _run(conn, sql.COUNT_DONE, {"p_run": run_id, "p_done": done - 1}
+            remaining = execute(conn, sql.COUNT_DONE, {"p_run": run_id, "p_done": done - 1}
                              ).scalar_one()
         if remaining <= 0:
             outcome.run_state = RunState.FAILED if failed else RunState.SUCCEEDED
-            _run(conn, update(Runs).where(Runs.id == run_id).values(
+            execute(conn, update(Runs).where(Runs.id == run_id).values(
                 state=outcome.run_state.value, finished_at=now()))
             return outcome
         deadline = aware(run[2])
@@ -347,10 +246,6 @@ class RunStore:
         return outcome
 
     # -- the pieces of a completion ------------------------------------------------
-    @staticmethod
-    def _lock_run(conn: Connection, run_id: str) -> bool:
-        return _run(conn, sql.LOCK_RUN, {"p_run": run_id, "p_now": now()}).rowcount == 1
-
     @staticmethod
     def _propagate(conn: Connection, wf: Workflow, run_id: str,
                    finished: list[tuple[str, StepState, SkipReason | None]],
@@ -378,8 +273,8 @@ class RunStore:
             for dep_name, count in decrement.items():
                 by_count[count].append(dep_name)
             for count, names in by_count.items():
-                for chunk in _chunks(names):
-                    counted: Any = _run(conn, sql.DECREMENT, {
+                for chunk in chunks(names):
+                    counted: Any = execute(conn, sql.DECREMENT, {
                         "p_run": run_id, "p_names": list(chunk), "p_count": count})
                     # under the run's lock these are exact: only a step that reached 0
                     # is worth the claiming UPDATE (a fan-in's join is not, 999 times)
@@ -387,8 +282,8 @@ class RunStore:
                                 if row[1] <= 0 and row[2] == StepState.PENDING.value]
             finished = []
             for reason, names in skips.items():
-                for chunk in _chunks(sorted(set(names))):
-                    skipped = _run(conn, sql.SKIP, {
+                for chunk in chunks(sorted(set(names))):
+                    skipped = execute(conn, sql.SKIP, {
                         "p_run": run_id, "p_names": list(chunk), "p_reason": reason.value,
                         "p_now": now()}).scalars().all()
                     finished += [(n, StepState.SKIPPED, reason) for n in skipped]
@@ -403,8 +298,8 @@ class RunStore:
             return []
         token = uuid.uuid4().hex
         claimed: list[str] = []
-        for chunk in _chunks(sorted(set(names))):
-            claimed += _run(conn, sql.CLAIM, {"p_run": run_id, "p_names": list(chunk),
+        for chunk in chunks(sorted(set(names))):
+            claimed += execute(conn, sql.CLAIM, {"p_run": run_id, "p_names": list(chunk),
                                               "p_token": token, "p_now": now()}
                             ).scalars().all()
         return [Dispatch(run_id, name, token) for name in claimed]
@@ -421,15 +316,15 @@ class RunStore:
         """End a locked run: every unfinished step CANCELLED; returns the Celery task ids
         of those that were running (or waiting for a retry), to revoke after commit."""
         at = now()
-        _run(conn, update(Runs).where(Runs.id == run_id).values(
+        execute(conn, update(Runs).where(Runs.id == run_id).values(
             state=state.value, finished_at=at, remaining=0, error=error,
             failed_step=failed_step))
-        live: Any = _run(conn, update(Steps).where(
+        live: Any = execute(conn, update(Steps).where(
             Steps.run_id == run_id,
             Steps.state.in_([StepState.QUEUED.value, StepState.RUNNING.value]),
         ).values(state=StepState.CANCELLED.value, finished_at=at).returning(
             Steps.task_id)).scalars().all()
-        _run(conn, update(Steps).where(
+        execute(conn, update(Steps).where(
             Steps.run_id == run_id, Steps.state == StepState.PENDING.value,
         ).values(state=StepState.CANCELLED.value, finished_at=at))
         # the ids of messages that started (recorded at start); a message not yet started
@@ -441,7 +336,7 @@ class RunStore:
         """Idempotent: a run already final is left as it is."""
         outcome = Outcome()
         with self._tx() as conn:
-            if not self._lock_run(conn, run_id):
+            if not lock_run(conn, run_id):
                 self._require(conn, run_id)
                 return outcome
             outcome.revoke = self._stop(conn, run_id, RunState.CANCELLED,
@@ -453,7 +348,7 @@ class RunStore:
     def time_out(self, run_id: str) -> Outcome:
         outcome = Outcome()
         with self._tx() as conn:
-            if not self._lock_run(conn, run_id) or not self._expired(conn, run_id):
+            if not lock_run(conn, run_id) or not self._expired(conn, run_id):
                 return outcome
             outcome.revoke = self._stop(conn, run_id, RunState.FAILED,
                                         error="run timed out", failed_step=None)
@@ -466,7 +361,7 @@ class RunStore:
         downstream of them; succeeded steps keep their results."""
         outcome = Outcome()
         with self._tx() as conn:
-            reopened = _run(conn, update(Runs).where(
+            reopened = execute(conn, update(Runs).where(
                 Runs.id == run_id,
                 Runs.state.in_([RunState.FAILED.value, RunState.CANCELLED.value]),
             ).values(state=RunState.RUNNING.value, error=None, failed_step=None,
@@ -484,14 +379,14 @@ class RunStore:
             for name in rerun:
                 by_waiting[sum(1 for d in wf.step(name).depends_on if d in rerun)].append(name)
             for waiting, names in by_waiting.items():
-                for chunk in _chunks(names):
-                    _run(conn, update(Steps).where(
+                for chunk in chunks(names):
+                    execute(conn, update(Steps).where(
                         Steps.run_id == run_id, Steps.name.in_(chunk),
                     ).values(state=StepState.PENDING.value, waiting=waiting,
                              attempt=Steps.attempt + 1, tries=0, token=None, result=None,
                              error=None, skip_reason=None, started_at=None,
                              finished_at=None, queued_at=None, dispatched=False))
-            _run(conn, update(Runs).where(Runs.id == run_id).values(remaining=len(rerun)))
+            execute(conn, update(Runs).where(Runs.id == run_id).values(remaining=len(rerun)))
             outcome.dispatch = self._claim(conn, run_id, by_waiting.get(0, []))
             outcome.run_state = RunState.RUNNING
             outcome.applied = True
@@ -503,80 +398,6 @@ class RunStore:
         if state is None:
             raise InvalidInput("run_id", run_id, "the id of a workflow run")
         return str(state)
-
-    # -- recovery --------------------------------------------------------------------
-    def undispatched(self, older_than: float) -> list[Dispatch]:
-        """QUEUED steps whose message was never published (the publisher died)."""
-        cutoff = now() - timedelta(seconds=older_than)
-        with self.store.engine.connect() as conn:
-            rows = conn.execute(select(Steps.run_id, Steps.name, Steps.token).where(
-                Steps.state == StepState.QUEUED.value, Steps.dispatched.is_(False),
-                Steps.queued_at < cutoff)).all()
-        return [Dispatch(r[0], r[1], r[2]) for r in rows if r[2]]
-
-    def renew(self, stale: Dispatch) -> Dispatch | None:
-        """A new token for an undispatched step: any older message becomes inert."""
-        token = uuid.uuid4().hex
-        with self._tx() as conn:
-            if not self._lock_run(conn, stale.run_id):
-                return None
-            renewed = _run(conn, update(Steps).where(
-                Steps.run_id == stale.run_id, Steps.name == stale.name,
-                Steps.token == stale.token, Steps.state == StepState.QUEUED.value,
-                Steps.dispatched.is_(False),
-            ).values(token=token, queued_at=now())).rowcount
-        return Dispatch(stale.run_id, stale.name, token) if renewed == 1 else None
-
-    def expired_runs(self) -> list[str]:
-        with self.store.session() as session:
-            return list(session.scalars(select(Runs.id).where(
-                Runs.state == RunState.RUNNING.value, Runs.deadline < now())))
-
-    def overdue_steps(self, started_before: datetime) -> list[tuple[str, str, str, str,
-                                                                      int, datetime]]:
-        """RUNNING steps started before a moment: (run, workflow, step, token, version,
-        started_at), for the sweep to compare with each step's time limit."""
-        with self.store.session() as session:
-            rows = session.execute(select(
-                Steps.run_id, Runs.workflow, Steps.name, Steps.token, Runs.version,
-                Steps.started_at,
-            ).join(Runs, Runs.id == Steps.run_id).where(
-                Steps.state == StepState.RUNNING.value, Steps.started_at < started_before,
-                Runs.state == RunState.RUNNING.value)).all()
-        return [(r[0], r[1], r[2], r[3] or "", r[4], aware(r[5]) or now()) for r in rows]
-
-    # -- reading ---------------------------------------------------------------------
-    def run_of_task(self, task_id: str) -> str | None:
-        """The run of the step that last ran under this Celery task id, if any."""
-        with self.store.session() as session:
-            found: str | None = session.scalar(
-                select(Steps.run_id).where(Steps.task_id == task_id).limit(1))
-        return found
-
-    def run_row(self, run_id: str) -> WorkflowRun:
-        with self.store.session() as session:
-            row = session.get(Runs, run_id)
-            if row is None:
-                raise InvalidInput("run_id", run_id, "the id of a workflow run")
-            session.expunge(row)
-            return row
-
-    def step_rows(self, run_id: str) -> list[WorkflowStepRun]:
-        with self.store.session() as session:
-            rows = list(session.scalars(select(Steps).where(Steps.run_id == run_id)))
-            for row in rows:
-                session.expunge(row)
-            return rows
-
-    def runs(self, workflow: str | None = None, limit: int = 50) -> list[WorkflowRun]:
-        with self.store.session() as session:
-            stmt = select(Runs).order_by(Runs.created_at.desc()).limit(limit)
-            if workflow:
-                stmt = stmt.where(Runs.workflow == workflow)
-            rows = list(session.scalars(stmt))
-            for row in rows:
-                session.expunge(row)
-            return rows
 
 
 def rerun_set(wf: Workflow, states: dict[str, tuple[str, str | None]]) -> set[str]:

@@ -1,0 +1,309 @@
+"""The journal's writer: rows buffered in memory, written in batches by a thread.
+
+On the hot path a task appends a dict to an in-memory buffer; a background thread of
+each worker process writes the buffer with one multi-row INSERT when it reaches
+``batch_size`` or every ``flush_interval`` seconds. Rows are kept and retried with the
+next batch while the database is unavailable (bounded, so a dead database cannot exhaust
+memory); a batch refused for its values is written in parts, and a row refused on its
+own is logged and dropped, so one bad row never holds back the others.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from bisect import bisect_right
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    ProgrammingError,
+    SQLAlchemyError,
+    StatementError,
+)
+
+from taskworks.logs import get_logger
+from taskworks.store.engine import Store
+from taskworks.store.tables import JOURNAL_ONE_END, JournalEntry
+
+__all__ = ["MAX_PENDING", "JournalWriter", "strip_nul", "values_refused"]
+
+log = get_logger("taskworks.journal")
+
+#: rows kept for a retry while the database is unavailable, before the oldest are dropped
+MAX_PENDING = 100_000
+#: PostgreSQL SQLSTATE classes of a statement refused for the values it carries: 22 data
+#: exception (too long for its column, a malformed number or date), 23 integrity (NULL in
+#: a NOT NULL column), 54 program limit (an index entry too large)
+_REFUSED_CLASSES = frozenset({"22", "23", "54"})
+#: and the class-42 states about a value's type; the rest of class 42 (a missing table or
+#: column, a permission) is the schema's fault, which a migration fixes: the rows wait
+_REFUSED_STATES = frozenset({"42804", "42846", "42P18"})
+#: what an INSERT raises: the database's errors, and a value the driver cannot encode
+#: (psycopg serialises JSON itself: TypeError, or ValueError for a circular reference)
+_WRITE_ERRORS = (SQLAlchemyError, TypeError, ValueError)
+
+_Rows = list[tuple[int, dict[str, Any]]]
+
+
+def strip_nul(value: Any) -> Any:
+    """``value`` without NUL characters in its strings, nested ones included: PostgreSQL's
+    text columns refuse them (jsonb refuses ``\\u0000`` too), and one exception message
+    holding one failed its whole batch. Removed rather than replaced, so that a value
+    never grows past its column's length."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {strip_nul(k): strip_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strip_nul(v) for v in value]
+    return value
+
+
+def values_refused(exc: BaseException) -> bool:
+    """Whether a write failed because of the values it carried, so that it would fail the
+    same way however often it is retried. False when the database is unreachable, locked
+    or not migrated yet, or the connection dropped: the same rows can succeed later."""
+    if not isinstance(exc, SQLAlchemyError):
+        return True  # TypeError/ValueError: the driver could not encode a value
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return False
+        state = getattr(exc.orig, "sqlstate", None)  # psycopg's; sqlite3 has none
+        if state:
+            return state[:2] in _REFUSED_CLASSES or state in _REFUSED_STATES
+        # refused before reaching the server (psycopg: NUL in text, a type it cannot
+        # adapt) or by SQLite (NOT NULL, a type it cannot bind); connection failures,
+        # "database is locked" and "no such table" are OperationalErrors
+        return isinstance(exc, DataError | IntegrityError | ProgrammingError)
+    # raised while converting a value for the statement (SQLite's DateTime given a str);
+    # pool timeouts and disconnects are SQLAlchemyErrors but not StatementErrors
+    return isinstance(exc, StatementError)
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of the driver's message: the next ones (PostgreSQL's DETAIL and
+    CONTEXT, SQLAlchemy's [parameters: ...]) can hold the row's values, arguments too."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+class _Numbers:
+    """A set of row numbers kept as sorted, disjoint, half-open ranges: the rows an outage
+    drops are consecutive, so a long one costs a few entries, not one per row."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._stops: list[int] = []
+
+    def __contains__(self, number: int) -> bool:
+        i = bisect_right(self._starts, number)
+        return i > 0 and number < self._stops[i - 1]
+
+    def add(self, number: int) -> None:
+        i = bisect_right(self._starts, number)  # the range before it is at i - 1
+        if i > 0 and number < self._stops[i - 1]:
+            return
+        joins_left = i > 0 and self._stops[i - 1] == number
+        joins_right = i < len(self._starts) and self._starts[i] == number + 1
+        if joins_left and joins_right:
+            self._stops[i - 1] = self._stops.pop(i)
+            del self._starts[i]
+        elif joins_left:
+            self._stops[i - 1] = number + 1
+        elif joins_right:
+            self._starts[i] = number
+        else:
+            self._starts.insert(i, number)
+            self._stops.insert(i, number + 1)
+
+
+class JournalWriter:
+    """Rows are numbered 1, 2, ... in each process. A row is pending until it is written,
+    or dropped: refused by the database on its own, taken back by ``discard``, or the
+    oldest beyond MAX_PENDING. Every other number up to the last added is in the store,
+    which is how ``wait_written`` answers exactly."""
+
+    def __init__(self, store: Store, batch_size: int = 500, flush_interval: float = 0.5) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._pending: dict[int, dict[str, Any]] = {}  # by number, oldest first
+        self._dropped = _Numbers()
+        self._added = 0
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one write at a time
+        #: rows the database refused on their own: logged and dropped
+        self.rejected_rows = 0
+        #: ends of a task that another copy of it had recorded already (JOURNAL_ONE_END)
+        self.second_ends = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        atexit.register(self.close)
+
+    def add(self, row: dict[str, Any]) -> int:
+        """Buffer a row; returns its number, for ``wait_written`` and ``discard``."""
+        if self._pid != os.getpid():
+            self._start()  # first record in this (possibly forked) process
+        row = strip_nul(row)
+        with self._lock:
+            self._added += 1
+            number = self._added
+            self._pending[number] = row
+            full = len(self._pending) >= self.batch_size
+        if full:
+            self._wake.set()
+        return number
+
+    def _state(self, number: int) -> bool | None:
+        """True: row ``number`` is in the store; False: it never will be; None: pending.
+        Under ``_lock``."""
+        if number in self._pending:
+            return None
+        return 0 < number <= self._added and number not in self._dropped
+
+    def wait_written(self, number: int) -> bool:
+        """Make sure row ``number`` is in the store: written already, or by a flush now
+        (which takes every pending row along). False if it is not: the database is
+        unavailable (the row stays pending) or refused it (the row was dropped)."""
+        with self._lock:
+            state = self._state(number)
+        if state is None:
+            self.flush()
+            with self._lock:
+                state = self._state(number)
+        return state is True
+
+    def discard(self, number: int) -> bool:
+        """Take row ``number`` back if it is still pending: True then, and it will never
+        be written. False if it is not pending: written already (or dropped). Waits for a
+        write in progress, which may hold the row."""
+        with self._flushing, self._lock:
+            if self._pending.pop(number, None) is None:
+                return False
+            self._dropped.add(number)
+            return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._pending = {}  # a forked child must not write its parent's rows
+            self._dropped = _Numbers()
+            self._added = self.rejected_rows = self.second_ends = 0
+            self._flushing = threading.Lock()  # the parent's may have been held at fork
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="taskworks-journal",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive a bug: its rows stay pending
+                log.exception("journal flush failed")
+
+    def flush(self) -> int:
+        """Write every pending row; returns how many were written."""
+        with self._flushing:
+            with self._lock:
+                batch = list(self._pending.items())
+            if not batch:
+                return 0
+            try:
+                with self.store.engine.begin() as conn:
+                    conn.execute(insert(JournalEntry), [row for _, row in batch])
+            except _WRITE_ERRORS as exc:
+                if not values_refused(exc):
+                    self._keep(exc)
+                    return 0
+                return self._write_apart(batch)
+            self._forget(batch)
+            return len(batch)
+
+    def _write_apart(self, batch: _Rows) -> int:
+        """After the database refused ``batch`` for its values: write it in halves, down
+        to single rows, so that the good rows land in a few statements and each row refused
+        on its own is dropped. If the database becomes unavailable meanwhile, what is left
+        stays pending."""
+        written = 0
+        mid = len(batch) // 2
+        parts = [batch[mid:], batch[:mid]] if mid else [batch]  # a stack: oldest first
+        try:
+            with self.store.engine.connect() as conn:
+                while parts:
+                    part = parts.pop()
+                    try:
+                        with conn.begin():
+                            conn.execute(insert(JournalEntry), [row for _, row in part])
+                    except _WRITE_ERRORS as exc:
+                        if not values_refused(exc):
+                            raise
+                        if len(part) == 1:
+                            self._reject(*part[0], exc)
+                        else:
+                            mid = len(part) // 2
+                            parts += [part[mid:], part[:mid]]
+                        continue
+                    self._forget(part)
+                    written += len(part)
+        except SQLAlchemyError as exc:
+            self._keep(exc)
+        return written
+
+    def _forget(self, written: _Rows) -> None:
+        with self._lock:
+            for number, _ in written:
+                del self._pending[number]
+
+    def _reject(self, number: int, row: dict[str, Any], exc: BaseException) -> None:
+        second_end = JOURNAL_ONE_END in str(getattr(exc, "orig", exc)) or (
+            "UNIQUE constraint failed: journal.task_id" in str(exc))
+        with self._lock:
+            del self._pending[number]
+            self._dropped.add(number)
+            if second_end:
+                self.second_ends += 1
+            else:
+                self.rejected_rows += 1
+        if second_end:  # another copy of the task ended it first: one end per task
+            log.info("a second end of the task not recorded (another copy ended it)",
+                     task_id=row.get("task_id"), task=row.get("name"), state=row.get("state"))
+            return
+        # never the arguments: they may hold what redaction missed
+        log.error("journal row refused by the database; dropped", task_id=row.get("task_id"),
+                  task=row.get("name"), state=row.get("state"), error=_cause(exc))
+
+    def _keep(self, exc: BaseException) -> None:
+        """The database is unavailable: the pending rows wait for the next flush, the
+        oldest beyond MAX_PENDING are dropped."""
+        with self._lock:
+            over = max(0, len(self._pending) - MAX_PENDING)
+            for number in list(self._pending)[:over]:
+                del self._pending[number]
+                self._dropped.add(number)
+            pending = len(self._pending)
+        log.error("journal write failed; rows kept for a retry", rows=pending,
+                  error=_cause(exc))
+        if over:
+            log.error("journal rows dropped: too many waiting for the database", rows=over)
+
+    def close(self) -> None:
+        """Stop the thread and write everything buffered (worker shutdown, exit)."""
+        if self._pid != os.getpid():
+            return
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self.flush()
