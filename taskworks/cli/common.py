@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -45,3 +47,16 @@ def when(moment: datetime | None) -> str:
 def row_dict(row: Any) -> dict[str, Any]:
     """A stored row as a plain dict, for JSON output."""
     return {column.key: getattr(row, column.key) for column in row.__table__.columns}
+
+
+@contextmanager
+def as_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """Library errors name parameters (``since``); a command's errors name its flags
+    (``--since``): ``flags`` maps one to the other. A field not in it is left as is."""
+    try:
+        yield
+    except InvalidInput as exc:
+        flag = flags.get(exc.field)
+        if flag is None:
+            raise
+        raise InvalidInput(flag, exc.value, exc.expected) from None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -19,8 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from taskworks.cli.common import err, out, settings, when
-from taskworks.errors import InvalidInput
+from taskworks.cli.common import as_flags, err, out, settings, when
 from taskworks.mapreduce.datasets import CHUNK_SIZE, DatasetInfo, Datasets
 from taskworks.store.engine import Store
 
@@ -33,18 +30,6 @@ ChunkOpt = Annotated[int, typer.Option(min=1, help="items inserted per statement
 _FLAGS = {"name": "--name", "format": "--format", "file": "FILE", "table": "--table",
           "query": "--query", "table/query": "--table/--query",
           "chunk_size": "--chunk-size", "source_url": "--source-url"}
-
-
-@contextmanager
-def _as_flags() -> Iterator[None]:
-    """Errors naming a parameter name its flag instead (a line refused keeps its own)."""
-    try:
-        yield
-    except InvalidInput as exc:
-        flag = _FLAGS.get(exc.field)
-        if flag is None:
-            raise
-        raise InvalidInput(flag, exc.value, exc.expected) from None
 
 
 def _datasets() -> Datasets:
@@ -71,7 +56,7 @@ def dataset_import(
     """Import a CSV or JSONL file, all or nothing: bad rows are listed, nothing stored."""
     datasets = _datasets()
     size = file.stat().st_size if file.is_file() else None
-    with _as_flags(), Progress(TextColumn("{task.description}"), BarColumn(),
+    with as_flags(_FLAGS), Progress(TextColumn("{task.description}"), BarColumn(),
                                DownloadColumn(), TransferSpeedColumn(),
                                TimeRemainingColumn(), console=err,
                                transient=True) as progress:
@@ -95,7 +80,7 @@ def dataset_register(
 ) -> None:
     """Copy a SQL table or query into a dataset (dense item_index, all or nothing)."""
     datasets = _datasets()
-    with _as_flags(), Progress(TextColumn("{task.description}"),
+    with as_flags(_FLAGS), Progress(TextColumn("{task.description}"),
                                TextColumn("{task.completed} rows"), console=err,
                                transient=True) as progress:
         task = progress.add_task(f"reading {table or 'query'}", total=None)

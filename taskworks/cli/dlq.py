@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from taskworks.cli import loader
-from taskworks.cli.common import AppOption, out, settings, when
-from taskworks.errors import InvalidInput
+from taskworks.cli.common import AppOption, as_flags, out, settings, when
 from taskworks.redaction import Redactor
 from taskworks.runtime.dlq import DeadLetterFilter, shown
 
@@ -28,21 +25,9 @@ _FLAGS = {"task": "--task", "exc_type": "--exception", "since": "--since",
           "until": "--until", "ids": "LETTER_IDS", "all": "--all", "id": "LETTER_ID"}
 
 
-@contextmanager
-def _as_flags() -> Iterator[None]:
-    """Errors naming a parameter name its flag instead."""
-    try:
-        yield
-    except InvalidInput as exc:
-        flag = _FLAGS.get(exc.field)
-        if flag is None:
-            raise
-        raise InvalidInput(flag, exc.value, exc.expected) from None
-
-
 def _filter(task: str | None, exception: str | None, since: str | None,
             until: str | None) -> DeadLetterFilter:
-    with _as_flags():
+    with as_flags(_FLAGS):
         return DeadLetterFilter.parse(task=task, exc_type=exception, since=since, until=until)
 
 
@@ -69,7 +54,7 @@ def dlq_show(letter_id: int, app: AppOption = None) -> None:
     """One dead letter in full, secret-looking arguments hidden (journal.redact_keys)."""
     settings()
     tw = loader.load(app)
-    with _as_flags():
+    with as_flags(_FLAGS):
         letter = tw.dead_letters.get(letter_id)
     out.print_json(json.dumps(shown(letter, Redactor(tw.settings.journal.redact_keys)),
                               default=str))
@@ -85,7 +70,7 @@ def dlq_replay(letter_ids: Annotated[list[int] | None, typer.Argument()] = None,
     settings()
     tw = loader.load(app)
     matching = _filter(task, exception, since, until)
-    with _as_flags():
+    with as_flags(_FLAGS):
         replayed = tw.dead_letters.replay_selection(letter_ids, all=all_matching,
                                                     matching=matching)
     for letter, new_id in replayed.items():

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from taskworks.cli import loader
-from taskworks.cli.common import AppOption, out, row_dict, settings, when
+from taskworks.cli.common import AppOption, as_flags, out, row_dict, settings, when
 from taskworks.errors import InvalidInput
 from taskworks.runtime import journal as journal_store
 
@@ -20,18 +18,6 @@ journal_cli = typer.Typer(help="The outcome journal.", invoke_without_command=Tr
 #: the library's parameter names as this command spells them
 _FLAGS = {"task": "--task", "state": "--state", "since": "--since", "severity": "--severity",
           "limit": "--limit"}
-
-
-@contextmanager
-def _as_flags() -> Iterator[None]:
-    """Errors naming a parameter name its flag instead."""
-    try:
-        yield
-    except InvalidInput as exc:
-        flag = _FLAGS.get(exc.field)
-        if flag is None:
-            raise
-        raise InvalidInput(flag, exc.value, exc.expected) from None
 
 
 @journal_cli.callback()
@@ -51,7 +37,7 @@ def journal_list(
         return
     settings()
     store = loader.load(app).store
-    with _as_flags():
+    with as_flags(_FLAGS):
         rows = journal_store.list_entries(store, task=task, state=state, severity=severity,
                                           since=since, limit=limit)
     if as_json:

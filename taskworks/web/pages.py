@@ -21,6 +21,7 @@ from taskworks.api.auth import COOKIE, has_session, token_matches
 from taskworks.api.context import ApiContext, get_context
 from taskworks.api.models import ID_PATTERN
 from taskworks.errors import InvalidInput
+from taskworks.runtime.journal.states import JournalState
 from taskworks.sessions import close_session, login_retry_after, open_session
 
 __all__ = ["HERE", "PAGES", "autoscale", "breakers", "datasets", "dead_letters", "job", "jobs",
@@ -57,7 +58,8 @@ def overview(request: Request) -> Response:
 
 @router.get("/journal", response_class=HTMLResponse)
 def journal(request: Request) -> Response:
-    return _page(request, "journal.html", page="journal")
+    return _page(request, "journal.html", page="journal",
+                 states=[state.value for state in JournalState])
 
 
 @router.get("/dlq", response_class=HTMLResponse)
