@@ -46,10 +46,26 @@ if TYPE_CHECKING:
     from taskworks.mapreduce.listing import JobSummary
     from taskworks.workflows.api import Workflows
 
-__all__ = ["JOB_QUEUE", "MAP_TASK", "MAX_PARTITIONS", "POLICIES", "REDUCE_STEP",
-           "REDUCE_TASK", "DeclareTask", "JobStatus", "Jobs", "PartitionFailurePolicy",
-           "PartitionStatus", "job_state", "percent_done", "step_name"]
+__all__ = [
+    "JOB_QUEUE",
+    "MAP_TASK",
+    "MAX_PARTITIONS",
+    "POLICIES",
+    "REDUCE_STEP",
+    "REDUCE_TASK",
+    "WORKFLOW_PREFIX",
+    "DeclareTask",
+    "JobStatus",
+    "Jobs",
+    "PartitionFailurePolicy",
+    "PartitionStatus",
+    "job_state",
+    "percent_done",
+    "step_name",
+]
 
+#: a job's workflow is named this prefix and the job id (retention finds them by it)
+WORKFLOW_PREFIX = "mapreduce."
 MAP_TASK = "taskworks.mapreduce.map"
 REDUCE_TASK = "taskworks.mapreduce.reduce"
 JOB_QUEUE = "cpu_intensive"
@@ -219,7 +235,7 @@ class Jobs:
 
     def _policy(self, job_id: str) -> PartitionFailurePolicy:
         """Read off the job's workflow: its reduce is a join over failures or not."""
-        wf = self.workflows.engine.definition(f"mapreduce.{job_id}", 1)
+        wf = self.workflows.engine.definition(f"{WORKFLOW_PREFIX}{job_id}", 1)
         return "reduce" if wf.step(REDUCE_STEP).run_if_failed else "fail"
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
@@ -281,7 +297,7 @@ class Jobs:
                  for p in partitions]
         reduce = Step(REDUCE_STEP, REDUCE_TASK, depends_on=tuple(s.name for s in steps),
                       queue=queue, retries=retries, run_if_failed=partial)
-        return Workflow(name=f"mapreduce.{job_id}", steps=(*steps, reduce),
+        return Workflow(name=f"{WORKFLOW_PREFIX}{job_id}", steps=(*steps, reduce),
                         description="a map-reduce job (taskworks.mapreduce.jobs)")
 
     # -- the worker side (step bodies, run by the workflow engine) -------------------------

@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 
 from taskworks import keys
+from taskworks.mapreduce.jobs import WORKFLOW_PREFIX as MAPREDUCE_WORKFLOW_PREFIX
 from taskworks.settings import RetentionSettings
 from taskworks.store.engine import Store
 from taskworks.store.tables import (
@@ -53,11 +54,10 @@ from taskworks.store.tables import (
     WorkflowRun,
     WorkflowStepRun,
 )
+from taskworks.workflows.model import RunState
 
-#: a map-reduce job's generated workflow is named after it (taskworks/mapreduce/jobs.py)
-MAPREDUCE_PREFIX = "mapreduce."
-#: run states nothing happens after (workflows.model.RunState)
-FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+#: run states nothing happens after
+FINAL_STATES = tuple(state.value for state in RunState if state.terminal)
 
 Runs = WorkflowRun
 Steps = WorkflowStepRun
@@ -184,7 +184,7 @@ def delete_definitions(store: Store, cutoff: datetime, batch: int) -> int:
     condition = and_(
         d.created_at < cutoff,
         ~exists().where(Runs.workflow == d.name, Runs.version == d.version),
-        or_(d.name.startswith(MAPREDUCE_PREFIX, autoescape=True),
+        or_(d.name.startswith(MAPREDUCE_WORKFLOW_PREFIX, autoescape=True),
             exists().where(newer.name == d.name, newer.version > d.version)),
     )
     chosen = select(d.name, d.version).where(condition).limit(batch)

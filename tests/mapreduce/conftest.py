@@ -42,3 +42,13 @@ def load(store: Store, items: list[dict[str, Any]], name: str | None = None,
         path.write_text("".join(json.dumps(item) + "\n" for item in items))
         return Datasets(store).import_file(path, name or f"ds-{uuid.uuid4().hex[:10]}",
                                            chunk_size=chunk_size)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A migrated SQLite store of the test's own, by URL (for CLI subprocesses)."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = Store(url)
+    upgrade(store)
+    store.dispose()
+    return url

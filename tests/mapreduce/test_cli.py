@@ -10,22 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from taskworks.store.engine import Store
-from taskworks.store.migrate import upgrade
 from tests.mapreduce.conftest import load
 from tests.mapreduce.test_datasets import add_job
 from tests.support.workers import ROOT, WorkerProcess
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    store = Store(url)
-    upgrade(store)
-    store.dispose()
-    return url
 
 
 def run(cwd: Path, db: str, *args: str) -> subprocess.CompletedProcess[str]:

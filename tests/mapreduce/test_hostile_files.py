@@ -6,8 +6,6 @@ server: a 422, never a 500) and the CLI (one line, exit 2); nothing is stored.""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import tracemalloc
 import uuid
@@ -26,8 +24,8 @@ from taskworks.mapreduce.readers import (
     RowRefused,
 )
 from taskworks.store.engine import Store
-from taskworks.store.migrate import upgrade
 from tests.api.server import TOKEN, ApiServer
+from tests.mapreduce.test_cli import run as cli
 
 
 class Hostile:
@@ -165,26 +163,11 @@ def test_the_api_answers_422_naming_line_and_field(api: httpx.Client,
     assert api.get(f"/api/datasets/{name}").status_code == 404
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    store = Store(url)
-    upgrade(store)
-    store.dispose()
-    return url
-
-
-def _cli(cwd: Path, db: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "TASKWORKS_DATABASE_URL": db}
-    return subprocess.run([sys.executable, "-m", "taskworks", "dataset", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.parametrize("hostile", HOSTILE, ids=IDS)
 def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path, db: str,
                                              hostile: Hostile) -> None:
     (tmp_path / hostile.name).write_text(hostile.content)
-    done = _cli(tmp_path, db, "import", hostile.name, "--name", "hostile")
+    done = cli(tmp_path, db, "import", hostile.name, "--name", "hostile")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -193,5 +176,5 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path, db: str,
     assert lines[0].startswith(f"error: {where}: got "), lines[0]
     assert hostile.expected in lines[0]
     assert lines[0].endswith("nothing was imported")
-    listed = _cli(tmp_path, db, "list", "--json")
+    listed = cli(tmp_path, db, "list", "--json")
     assert (listed.returncode, listed.stdout) == (0, "")
