@@ -37,15 +37,17 @@ class Sizes:
     latency_iterations: int
     runs: int
     warmup_tasks: int
+    #: the large backlog of the backlog scenario (its small one is drain_tasks)
+    backlog_tasks: int
 
     @classmethod
     def named(cls, name: str, runs: int | None = None) -> Sizes:
         if name == "full":
-            return cls(20_000, 20_000, 2_000, runs or 3, 1_000)
+            return cls(20_000, 20_000, 2_000, runs or 3, 1_000, backlog_tasks=1_000_000)
         if name == "small":  # a quick look while working on something
-            return cls(2_000, 2_000, 200, runs or 3, 200)
+            return cls(2_000, 2_000, 200, runs or 3, 200, backlog_tasks=50_000)
         if name == "tiny":
-            return cls(50, 50, 20, runs or 1, 10)
+            return cls(50, 50, 20, runs or 1, 10, backlog_tasks=2_000)
         raise ValueError(f"size: expected full, small or tiny, got {name!r}")
 
 

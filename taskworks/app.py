@@ -10,6 +10,7 @@ from celery.result import AsyncResult
 from kombu import Queue
 
 from taskworks import bulk, signals, topology
+from taskworks.broker import results
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import Jobs
 from taskworks.notify.task import NOTIFY_TASK
@@ -95,6 +96,7 @@ class Taskworks:
         if app is None:
             app = Celery("taskworks", task_cls=TaskworksTask, set_as_current=False)
             app.conf.update(topology.celery_config(self.settings))
+            results.use_for(app)  # one round trip per result (broker/results.py)
         else:
             self._add_missing_queues(app)
         self.app: Celery = app

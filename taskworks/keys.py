@@ -4,11 +4,11 @@ from __future__ import annotations
 
 __all__ = ["API_LOGIN_ATTEMPTS", "API_SESSION", "AUTOSCALE_STATUS", "BEAT_LEADER", "BREAKER",
            "BREAKERS", "BREAKER_CACHE", "BREAKER_EVENTS", "BREAKER_NAMES", "BREAKER_WINDOW",
-           "DEDUPE", "IDEMPOTENCY", "NOTIFY", "PREFIX", "RATE_LIMIT", "REDELIVERIES", "REQUEUED",
-           "RETRY_BUDGET", "UNDELIVERABLE", "UNDELIVERABLE_MAX", "WAKE", "api_login_attempts",
-           "api_session", "beat_leader", "breaker", "breaker_cache", "breaker_events",
-           "breaker_window", "dedupe", "idempotency", "rate_limit", "redeliveries", "requeued",
-           "retry_budget", "wake"]
+           "CONSUMERS", "DEDUPE", "HELD", "IDEMPOTENCY", "NOTIFY", "PREFIX", "RATE_LIMIT",
+           "REDELIVERIES", "REQUEUED", "RETRY_BUDGET", "UNDELIVERABLE", "UNDELIVERABLE_MAX",
+           "WAKE", "api_login_attempts", "api_session", "beat_leader", "breaker", "breaker_cache",
+           "breaker_events", "breaker_window", "dedupe", "held", "idempotency", "rate_limit",
+           "redeliveries", "requeued", "retry_budget", "wake"]
 
 PREFIX = "taskworks:"
 
@@ -31,6 +31,17 @@ UNDELIVERABLE_MAX = 10_000
 
 def wake(queue: str) -> str:
     return WAKE + queue
+
+
+#: every consumer of the transport, scored by its last heartbeat (broker/heartbeat.py),
+#: and per consumer the messages it holds (sorted set of "tag|queue key", scored by the
+#: time taken): a consumer whose beat lapses has them moved back (broker/sweep.lua)
+CONSUMERS = PREFIX + "consumers"
+HELD = PREFIX + "held:"
+
+
+def held(consumer: str) -> str:
+    return HELD + consumer
 
 #: how often a message was restored after its worker died, per task id
 REDELIVERIES = PREFIX + "redeliveries:"

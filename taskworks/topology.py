@@ -17,6 +17,7 @@ from kombu import Exchange, Queue
 from taskworks.broker.consumer import ReconnectingConsumer
 from taskworks.broker.transport import transport_for
 from taskworks.errors import InvalidInput
+from taskworks.pool import POOL
 from taskworks.settings import BeatEntry, Settings
 
 __all__ = ["MAX_PRIORITY", "beat_schedule", "broker_priority", "celery_config", "queues",
@@ -136,6 +137,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Celery's consumer, minus a crash when a Redis broker goes away (broker/consumer.py)
         "worker_consumer": ReconnectingConsumer,
+        # prefork whose time-limit timers do not pile up in the parent (pool.py)
+        "worker_pool": POOL,
         "beat_schedule": beat_schedule(settings),
         "imports": list(settings.imports),
     }

@@ -14,7 +14,8 @@ attribute 'hostname'")`` instead of reconnecting, in two places
    old one, whose transport is detached.
 
 Neither can reach the broker through that connection anyway: the messages stay in the
-broker's unacked set and its visibility timeout hands them out again (Celery itself
+broker's unacked set, and once the lost channel stops beating (broker/heartbeat.py)
+they are handed out again (Celery itself
 warns that such tasks "cannot be acknowledged after a connection loss"). So both become
 a logged no-op, and the worker goes on reconnecting and consuming.
 """
@@ -39,7 +40,8 @@ def _close_detached(close: Callable[[], Any]) -> Callable[[], None]:
             close()
         except AttributeError as error:  # the transport is gone: nothing left to close
             log.warning("broken broker connection closed without restoring its unacked "
-                        "messages; the visibility timeout returns them", error=repr(error))
+                        "messages; they go back to their queues once its heartbeat lapses",
+                        error=repr(error))
 
     return close_detached
 
@@ -48,11 +50,15 @@ def _settle_later(channel: Any) -> None:
     """Acks and rejects on a channel of a lost connection: leave the message unacked."""
 
     def settle_later(delivery_tag: Any, *args: Any, **kwargs: Any) -> None:
-        log.warning("message not acknowledged: its broker connection was lost; the "
-                    "visibility timeout delivers it again", delivery_tag=str(delivery_tag))
+        log.warning("message not acknowledged: its broker connection was lost; it goes "
+                    "back to its queue once the channel's heartbeat lapses",
+                    delivery_tag=str(delivery_tag))
 
     channel.basic_ack = settle_later
     channel.basic_reject = settle_later
+    stop_beating = getattr(channel, "stop_beating", None)
+    if stop_beating is not None:  # ours: what it holds goes back after consumer_timeout
+        stop_beating()
 
 
 class ReconnectingConsumer(Consumer):  # type: ignore[misc]

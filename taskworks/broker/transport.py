@@ -29,6 +29,10 @@ a backlog drains.
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +47,7 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError, RedisError
 
 from taskworks import keys
+from taskworks.broker.heartbeat import CONSUMER_TIMEOUT, Heartbeat, heartbeat_for, sweep
 from taskworks.logs import get_logger
 
 __all__ = ["CONSUME_SCRIPT", "CONSUME_SHA", "SCHEMES", "TRANSPORT", "WAKE_TOKENS", "Channel",
@@ -106,6 +111,9 @@ class PublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
+    """Acknowledgements of messages consume.lua took go with the channel's next take
+    (one round trip for both); the rest is kombu's, on this consumer's held set."""
+
     def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag == self.channel._recorded_tag:
             # consume.lua recorded it already, in the step that popped it
@@ -114,20 +122,54 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             return
         super().append(message, delivery_tag)  # basic_get and other paths: kombu's way
 
+    def ack(self, delivery_tag: str) -> None:
+        member = self.channel._held.pop(delivery_tag, None)
+        if member is None:
+            super().ack(delivery_tag)  # taken by kombu's path: in its unacked index
+            return
+        self.channel.acknowledge(member)
+        virtual.QoS.ack(self, delivery_tag)  # this process's bookkeeping only
+
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """A requeue the broker refuses (full: ``maxmemory``; gone) leaves the message where
-        it is, in the unacked hash: the visibility sweep brings it back. kombu's own
-        reject lets the error out, and Celery's consumer stops the whole worker on it."""
+        it is, held: the sweep brings it back once this consumer stops beating, or after
+        the visibility timeout. kombu's own reject lets the error out, and Celery's
+        consumer stops the whole worker on it."""
         if not requeue:
-            super().reject(delivery_tag, requeue)
+            self.ack(delivery_tag)
             return
         try:
             self.restore_by_tag(delivery_tag, leftmost=True)
+            self.channel._held.pop(delivery_tag, None)
         except RedisError as exc:  # the transaction is all or nothing: nothing moved
             log.warning("requeue refused by the broker; the message stays unacknowledged "
                         "and comes back after the visibility timeout",
                         delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {exc}")
         virtual.QoS.ack(self, delivery_tag)  # this process's bookkeeping only
+
+    def restore_unacked(self, client: Any = None) -> None:
+        self.channel.flush_acks()  # finished ones are acknowledged, not given back
+        super().restore_unacked(client)
+        self.channel._held.clear()
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        member = self.channel._held.get(delivery_tag)
+        if member is None:
+            return super()._remove_from_indices(delivery_tag, pipe)
+        with self.pipe_or_acquire(pipe) as pipe:
+            return pipe.zrem(self.channel.held_key, member).hdel(self.unacked_key,
+                                                                 delivery_tag)
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        """kombu's sweep of its own unacked index (messages taken by kombu's path), then
+        the held sets: messages held past the visibility timeout by live consumers."""
+        super().restore_visible(start, num, interval)
+        if (self._vrestore_count - 1) % (interval or 1):
+            return
+        with self.channel.conn_or_acquire() as client:
+            sweep(client, [], unacked_key=self.unacked_key,
+                  timeout=self.channel.consumer_timeout,
+                  visibility=float(self.visibility_timeout))
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
@@ -135,8 +177,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     #: the transport option ``undeliverable_max``: entries consume.lua keeps in
     #: keys.UNDELIVERABLE (the newest), trimmed at every push
     undeliverable_max: int = keys.UNDELIVERABLE_MAX
+    #: the transport option ``consumer_timeout``: seconds without a heartbeat after which
+    #: a consumer is dead and what it held goes back to its queues (broker/heartbeat.py)
+    consumer_timeout: float = CONSUMER_TIMEOUT
     from_transport_options = (*kombu_redis.Channel.from_transport_options,
-                              "undeliverable_max")
+                              "undeliverable_max", "consumer_timeout")
     _shared_client: Any = None
     #: publishes by this channel, for trimming the wake lists every WAKE_TOKENS of them
     _published = 0
@@ -151,6 +196,22 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     _token_taken = False
     #: the tag consume.lua recorded for the message being delivered (QoS.append skips it)
     _recorded_tag: str | None = None
+    #: the heartbeat this channel beats with (broker/heartbeat.py), from its first take
+    _heartbeat: Heartbeat | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: who holds the messages this channel takes (keys.held(consumer_id))
+        self.consumer_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.held_key = keys.held(self.consumer_id)
+        #: held member ("tag|queue key") of each message delivered and not settled yet
+        self._held: dict[str, str] = {}
+        #: acknowledged members waiting for the next take, and those a take carries
+        self._acks: list[str] = []
+        self._acks_sent: list[str] = []
+        self._acks_lock = threading.Lock()
+        #: queues consumed without acknowledgements (replies, broadcasts)
+        self._no_ack_queues: set[str] = set()
 
     @property
     def atomic_consume(self) -> bool:
@@ -175,6 +236,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return None
+        if self._heartbeat is None:
+            self._heartbeat = heartbeat_for(self.pool, self.unacked_key,
+                                            float(self.consumer_timeout))
+            self._heartbeat.add(self)
         command: list[Any]
         if self._waiting:
             wait = self.brpop_timeout if timeout is None else timeout
@@ -182,17 +247,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         else:
             queue_keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps
                           for queue in queues]
+            with self._acks_lock:
+                self._acks_sent, self._acks = self._acks, []
             script = ["EVALSHA", CONSUME_SHA] if self._script_known \
                 else ["EVAL", CONSUME_SCRIPT]
             command = [*script, 3 + len(queues) + len(queue_keys),
-                       self.unacked_key, self.unacked_index_key, keys.UNDELIVERABLE,
+                       self.unacked_key, self.held_key, keys.UNDELIVERABLE,
                        *(keys.wake(queue) for queue in queues), *queue_keys,
                        len(queues), repr(time()), int(self._token_taken),
-                       max(1, int(self.undeliverable_max))]
+                       max(1, int(self.undeliverable_max)),
+                       len(self._acks_sent), *self._acks_sent]
         self._pending = str(command[0])
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
-        self.client.connection.send_command(*command)
+        try:
+            self.client.connection.send_command(*command)
+        except BaseException:
+            self._unsent_acks()
+            raise
         return None
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -204,9 +276,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 reply = self.client.parse_response(self.client.connection, pending, **options)
             except NoScriptError:  # the server restarted or flushed its scripts: nothing
                 self._script_known = False  # was taken; the next take sends the script
+                self._unsent_acks()
                 raise virtual.Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()  # the next poll reconnects
+                self._unsent_acks()  # sent again: an acknowledgement applies once
                 raise
         finally:
             self._in_poll = None
@@ -217,6 +291,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if reply:
                 self._brpop_start()  # at once, not a turn of the event loop later
             raise virtual.Empty()
+        self._acks_sent = []
         self._token_taken = False
         self._script_known = True
         queue_key, item, set_aside = reply
@@ -226,15 +301,80 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not item:
             self._waiting = True
             raise virtual.Empty()
-        queue = bytes_to_str(queue_key).rsplit(self.sep, 1)[0]
+        queue_key = bytes_to_str(queue_key)
+        queue = queue_key.rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(queue)
         payload = loads(bytes_to_str(item))
-        self._recorded_tag = payload["properties"]["delivery_tag"]
+        tag = self._recorded_tag = payload["properties"]["delivery_tag"]
+        member = f"{tag}|{queue_key}"
+        if queue in self._no_ack_queues:
+            # nobody acknowledges it (kombu would not have recorded it): settled now
+            self.acknowledge(member)
+        else:
+            self._held[tag] = member
         try:
             self.connection._deliver(payload, queue)
         finally:
             self._recorded_tag = None
         return True
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    # -- acknowledging: with the next take, or on their own -----------------------------
+    def acknowledge(self, member: str) -> None:
+        """Acknowledge the held ``member``: with the next take when one is about to be
+        sent (the common case: a task ends and the consumer takes the next message), in
+        a call of its own when the channel waits for a wake token. An acknowledgement
+        that has not reached the server when the process dies leaves the message held:
+        it is redelivered, and the outcome guard acknowledges it without running it
+        again (its outcome is journaled before the task returns)."""
+        with self._acks_lock:
+            self._acks.append(member)
+            if self._pending != "BRPOP" and not self._closing:
+                return
+        self.flush_acks()
+
+    def flush_acks(self) -> None:
+        """Send the acknowledgements waiting for a take (the heartbeat calls this every
+        beat, so none waits longer than that)."""
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        if not acks:
+            return
+        try:
+            with self.conn_or_acquire() as client:
+                client.evalsha(CONSUME_SHA, 3, self.unacked_key, self.held_key,
+                               keys.UNDELIVERABLE, 0, 0, 1, 1, len(acks), *acks)
+        except NoScriptError:
+            with self.conn_or_acquire() as client:
+                client.eval(CONSUME_SCRIPT, 3, self.unacked_key, self.held_key,
+                            keys.UNDELIVERABLE, 0, 0, 1, 1, len(acks), *acks)
+        except BaseException:
+            with self._acks_lock:
+                self._acks[:0] = acks
+            raise
+
+    def _unsent_acks(self) -> None:
+        """A take failed before its reply: its acknowledgements go with the next one
+        (applying one twice does nothing the second time)."""
+        with self._acks_lock:
+            self._acks[:0], self._acks_sent = self._acks_sent, []
+
+    def stop_beating(self) -> None:
+        """This channel's connection is lost: what it holds goes back after the timeout."""
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.discard(self)
+
+    def close(self) -> None:
+        try:
+            self.flush_acks()
+        except RedisError as exc:  # held: given back once this channel stops beating
+            log.warning("acknowledgements not sent at close", error=str(exc)[:200])
+        super().close()
+        self.stop_beating()
 
     # -- publishing: each message with its wake token, in the same round trip ---------
     def create_publish_batch(self, max_size: int) -> PublishBatch:

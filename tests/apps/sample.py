@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import redis
+from celery.worker.control import inspect_command
 
 from examples import patterns
 from taskworks import Taskworks
@@ -235,3 +236,27 @@ def idem_self_retry(self: Any, key: str) -> int:
     if run == 1:
         raise self.retry(countdown=0.1)
     return run
+
+
+@tw.task(name="tests.sleeps", retry_policy=RetryPolicy(max_retries=0))
+def sleeps(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+@inspect_command()
+def timer_heap(state: Any) -> dict[str, int]:
+    """Entries in the worker's event-loop timer heap (tests/test_pool.py)."""
+    return {"entries": len(state.consumer.controller.hub.timer._queue)}
+
+
+@tw.task(name="tests.ignores_soft_limit", retry_policy=RetryPolicy(max_retries=0))
+def ignores_soft_limit(seconds: float) -> str:
+    """Catches the soft time limit and sleeps on: only the hard limit stops it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        time.sleep(seconds)
+    return "outlived"

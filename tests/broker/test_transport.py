@@ -127,9 +127,10 @@ def test_a_taken_message_is_recorded_unacked_before_the_consumer_reads_the_reply
         payload, exchange, routing_key = json.loads(raw)
         assert payload["properties"]["delivery_tag"] == tag
         assert (exchange, routing_key) == ("tw-atomic", "tw-atomic")
-        assert redis_client.zscore("unacked_index", tag) is not None
+        # held by this consumer, with the list it came from (broker/heartbeat.py)
+        assert redis_client.zscore(channel.held_key, f"{tag}|tw-atomic") is not None
         channel.client.connection.disconnect()  # the reply dies with the connection
-    # what kombu's visibility-timeout sweep would do for a dead worker: put it back
+    # the visibility-timeout sweep (held past it, by a live or a dead consumer): put back
     with Connection(broker_url, transport=Transport,
                     transport_options={"visibility_timeout": 0}) as conn:
         conn.default_channel.qos.restore_visible(interval=1)

@@ -48,6 +48,9 @@ _REFUSED_STATES = frozenset({"42804", "42846", "42P18"})
 _WRITE_ERRORS = (SQLAlchemyError, TypeError, ValueError)
 
 _Rows = list[tuple[int, dict[str, Any]]]
+#: built once: SQLAlchemy memoises a statement's cache key on the object, so a new one per
+#: flush cost about 80 us of CPU per task (measured on SQLite, one row per flush)
+_INSERT = insert(JournalEntry)
 
 
 def strip_nul(value: Any) -> Any:
@@ -222,7 +225,7 @@ class JournalWriter:
                 return 0
             try:
                 with self.store.engine.begin() as conn:
-                    conn.execute(insert(JournalEntry), [row for _, row in batch])
+                    conn.execute(_INSERT, [row for _, row in batch])
             except _WRITE_ERRORS as exc:
                 if not values_refused(exc):
                     self._keep(exc)
@@ -245,7 +248,7 @@ class JournalWriter:
                     part = parts.pop()
                     try:
                         with conn.begin():
-                            conn.execute(insert(JournalEntry), [row for _, row in part])
+                            conn.execute(_INSERT, [row for _, row in part])
                     except _WRITE_ERRORS as exc:
                         if not values_refused(exc):
                             raise

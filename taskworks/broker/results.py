@@ -1,0 +1,83 @@
+"""Celery's Redis result backend, with one round trip and two commands per result.
+
+Celery stores a result with a GET (so that a late copy of a task never overwrites the
+SUCCESS another copy stored) and then SET and PUBLISH inside MULTI/EXEC: five commands
+and two round trips for every task. Here the read is kept only where another copy can
+have ended first, which the runtime already tells apart (the outcome guard's rule): a
+redelivered message, a retry, or a worker whose reserved messages may outlive the
+visibility timeout. A task's first run on a first delivery has no earlier outcome to
+protect, so its result is written at once. SET and PUBLISH go in one pipeline without
+MULTI: a client waiting for the result subscribes before it reads the key, so it sees
+one or the other whichever order they land in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
+
+from taskworks.broker.transport import SCHEMES
+from taskworks.runtime.journal.guard import OutcomeGuard
+
+__all__ = ["ResultBackend", "use_for"]
+
+
+class ResultBackend(RedisBackend):  # type: ignore[misc]
+    _every_task: bool | None = None
+
+    def _first_run(self, request: Any) -> bool:
+        if request is None:
+            return False
+        if self._every_task is None:
+            self._every_task = OutcomeGuard.reserved_may_outlive_visibility(self.app.conf)
+        info = getattr(request, "delivery_info", None) or {}
+        return not (self._every_task or info.get("redelivered") or
+                    getattr(request, "retries", 0))
+
+    def _store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
+                      request: Any = None, **kwargs: Any) -> Any:
+        if not self._first_run(request):
+            return super()._store_result(task_id, result, state, traceback, request,
+                                         **kwargs)
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
+                                     request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        try:
+            self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
+        except BackendStoreError as exc:  # as Celery's: which task, in which state
+            raise BackendStoreError(str(exc), state=state, task_id=task_id) from exc
+        return result
+
+    def set(self, key: str, value: Any, expires: int | None = None, **retry_policy: Any
+            ) -> None:
+        """Celery wraps every write in kombu's retry loop (a tenth of a no-op task's CPU
+        in the worker's profile); here the first attempt is made directly and only a
+        write that failed for the connection goes through that loop."""
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError("value too large for Redis backend")
+        try:
+            self._set(key, value, expires)
+        except self.connection_errors:
+            super().set(key, value, expires, **retry_policy)
+
+    def _set(self, key: str, value: Any, expires: int | None = None) -> None:
+        expires = self.expires if expires is None else expires
+        with self.client.pipeline(transaction=False) as pipe:
+            if expires:
+                pipe.setex(key, expires, value)
+            else:
+                pipe.set(key, value)
+            pipe.publish(key, value)
+            pipe.execute()
+
+
+def use_for(app: Celery) -> None:
+    """Results of ``app`` on a redis:// or rediss:// backend go through ResultBackend
+    (the URL and every setting stay as they are: only the class changes)."""
+    target = f"{__name__}:ResultBackend"
+    app.loader.override_backends = {**app.loader.override_backends,
+                                    **{scheme: target for scheme in SCHEMES}}
