@@ -16,6 +16,7 @@ from celery import Celery, signals
 from taskworks.logs import get_logger
 from taskworks.runtime.adoption import adopt_tasks
 from taskworks.runtime.middleware import Runtime, TaskContext
+from taskworks.runtime.timelimits import SoloTimeLimits
 from taskworks.store.engine import Store
 
 __all__ = ["connect"]
@@ -24,16 +25,20 @@ log = get_logger("taskworks.task")
 
 
 def connect(app: Celery, runtime: Runtime, store: Store) -> None:
-    """Connect the handlers of ``app``'s tasks and worker processes: logging context, the
+    """Connect the handlers of ``app``'s tasks and worker processes: logging context, time
+    limits in solo workers (runtime/timelimits.py), the
     runtime's adoption of the app's own tasks at worker start, the store's per-process
     connections, and the runtime's flush at shutdown."""
 
     def mine(task: Any) -> bool:
         return task is not None and getattr(task, "app", None) is app
 
+    limits = SoloTimeLimits()
+
     def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         if not mine(task):
             return
+        limits.start(task)
         structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name)
         log.info("task started", queue=(task.request.delivery_info or {}).get("routing_key"))
 
@@ -41,6 +46,7 @@ def connect(app: Celery, runtime: Runtime, store: Store) -> None:
                    **_: Any) -> None:
         if not mine(task):
             return
+        limits.stop()
         log.info("task finished", state=state)
         structlog.contextvars.unbind_contextvars("task_id", "task_name")
 

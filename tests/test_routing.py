@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from taskworks.errors import InvalidInput
+from tests.support.keys import written_keys
 from tests.support.wait import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -67,7 +68,7 @@ def test_bad_priority_is_refused_before_sending(tw: Any, priority: Any,
                                                 redis_client: redis.Redis) -> None:
     with pytest.raises(InvalidInput, match="priority"):
         tw.submit("tests.record", ["x"], queue="priority", priority=priority)
-    assert redis_client.dbsize() == 0
+    assert written_keys(redis_client) == []
 
 
 def test_unknown_task_and_queue_are_refused(tw: Any, redis_client: redis.Redis) -> None:
@@ -75,4 +76,4 @@ def test_unknown_task_and_queue_are_refused(tw: Any, redis_client: redis.Redis) 
         tw.submit("no.such.task")
     with pytest.raises(InvalidInput, match="queue"):
         tw.submit("tests.record", ["x"], queue="nosuch")
-    assert redis_client.dbsize() == 0
+    assert written_keys(redis_client) == []

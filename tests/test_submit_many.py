@@ -12,6 +12,7 @@ import redis
 from celery.result import AsyncResult
 
 from taskworks.errors import InvalidInput
+from tests.support.keys import written_keys
 from tests.support.wait import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -109,9 +110,9 @@ def test_bad_input_is_refused_before_anything_is_sent(
 ) -> None:
     with pytest.raises(InvalidInput, match=field):
         call(tw)
-    assert redis_client.dbsize() == 0
+    assert written_keys(redis_client) == []
 
 
 def test_an_empty_list_sends_nothing(tw: Any, redis_client: redis.Redis) -> None:
     assert tw.submit_many("tests.echo", []) == []
-    assert redis_client.dbsize() == 0
+    assert written_keys(redis_client) == []

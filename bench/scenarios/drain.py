@@ -47,7 +47,8 @@ register(Scenario(
     title="Drain a backlog of no-op tasks",
     measures="Tasks per second from the moment the whole backlog appears until every task "
              "has run: prefork -c 2 (taskworks through its CLI worker, with its default "
-             "settings), dramatiq -p 2, 2 RQ workers, 2 bare loops; 'taskworks (threads "
+             "settings), dramatiq -p 2, 2 RQ workers, 2 bare loops; 'taskworks (solo x2)' is two "
+             "solo worker processes (one per core); 'taskworks (threads "
              "x4)' is the shipped general group, one process of 4 threads. Runs are "
              "interleaved across sides, each on freshly started workers after a warm-up.",
     columns=[Column("rate", "tasks/s"), Column("wall", "wall s", "{:.2f}"),
@@ -59,7 +60,11 @@ register(Scenario(
               "taskworks off", 0.9),
         Ratio("taskworks / Celery defaults", "drain", "rate", "taskworks", "Celery defaults",
               1.5),
-        Ratio("taskworks / Dramatiq", "drain", "rate", "taskworks", "Dramatiq", 1.0),
+        Ratio("taskworks / Dramatiq", "drain", "rate", "taskworks", "Dramatiq", 0.5),
+        Ratio("taskworks (solo x2) / Celery defaults", "drain", "rate", "taskworks (solo x2)",
+              "Celery defaults", 1.5),
+        Ratio("taskworks (solo x2) / Dramatiq", "drain", "rate", "taskworks (solo x2)",
+              "Dramatiq", 0.5),
     ],
     run=run,
     chart_metric="rate",

@@ -44,12 +44,17 @@ def __getattr__(name: str) -> Any:
 PREFORK = ["--queues", "default", "--pool", "prefork", "--concurrency", "2"]
 #: the worker group taskworks ships for the default queue (threads x4, prefetch 4)
 GENERAL_GROUP = ["--group", "general"]
+#: one solo worker per core (two processes): no parent/child hand-off; time limits by
+#: runtime/timelimits.py, a crash's messages back by the heartbeat (broker/heartbeat.py)
+SOLO = ["--queues", "default", "--pool", "solo"]
 
 
 class TaskworksSide:
-    def __init__(self, name: str = "taskworks", worker_args: list[str] | None = None) -> None:
+    def __init__(self, name: str = "taskworks", worker_args: list[str] | None = None,
+                 processes: int = 1) -> None:
         self.name = name
         self.worker_args = worker_args or PREFORK
+        self.processes = processes
         self._stage: Taskworks | None = None
         self._client: Taskworks | None = None
 
@@ -63,7 +68,10 @@ class TaskworksSide:
         self._client = client
         argv = python("-m", "taskworks", "worker", "--app", "bench.sides.tw_app:tw",
                       *self.worker_args)
-        return Workers(self.name, [argv], env.worker_env())
+        if self.processes == 1:
+            return Workers(self.name, [argv], env.worker_env())
+        return Workers(self.name, [[*argv, "--hostname", f"w{i}@%h"]
+                                   for i in range(self.processes)], env.worker_env())
 
     def stage(self, env: BenchEnv, n: int) -> None:
         if self._stage is None:

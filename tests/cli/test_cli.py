@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from taskworks.broker.embedded import EmbeddedBroker
+from tests.support.keys import written_keys
 
 APP = "tests.apps.sample:tw"
 
@@ -117,7 +118,7 @@ def test_submit_with_args_that_are_not_json(tmp_path: Path, redis_client: redis.
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "--args: got '{bad', expected JSON" in done.stderr
-    assert redis_client.dbsize() == 0  # nothing was sent
+    assert written_keys(redis_client) == []  # nothing was sent
 
 
 @pytest.mark.parametrize(("option", "value", "expected"), [

@@ -19,6 +19,7 @@ from taskworks.runtime.severity import Severity
 from taskworks.store.migrate import upgrade
 from taskworks.store.tables import Notification
 from tests.notify import HttpSink, SmtpSink, http_server, smtp_server
+from tests.support.keys import written_keys
 from tests.support.postgres import free_port
 
 NOTICE = FailureNotice(
@@ -145,14 +146,14 @@ def test_below_min_severity_nothing_is_sent_nor_counted(
     high = FailureNotice(**{**NOTICE.to_json(), "severity": "high"})
     assert send(tw, high) == []
     assert (smtp[0].messages, hook.bodies, rows(tw)) == ([], [], [])
-    assert redis_client.keys("*") == []
+    assert written_keys(redis_client) == []
 
 
 def test_without_channels_nothing_happens(make_tw: MakeTw, redis_client: redis.Redis) -> None:
     tw = make_tw()
     assert send(tw, NOTICE) == []
     assert rows(tw) == []
-    assert redis_client.keys("*") == []
+    assert written_keys(redis_client) == []
 
 
 def test_without_redis_it_sends_anyway(
