@@ -47,7 +47,7 @@ class Sizes:
         if name == "small":  # a quick look while working on something
             return cls(2_000, 2_000, 200, runs or 3, 200, backlog_tasks=50_000)
         if name == "tiny":
-            return cls(50, 50, 20, runs or 1, 10, backlog_tasks=2_000)
+            return cls(50, 50, 20, runs or 1, 10, backlog_tasks=300)
         raise ValueError(f"size: expected full, small or tiny, got {name!r}")
 
 
