@@ -15,7 +15,6 @@ would.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import weakref
@@ -24,7 +23,8 @@ from time import time
 from typing import Any, Protocol
 
 import redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.commands.core import Script
+from redis.exceptions import RedisError
 
 from taskworks import keys
 from taskworks.logs import get_logger
@@ -43,7 +43,8 @@ CONSUMER_TIMEOUT = 6.0
 SWEEP_BUDGET = 500
 
 SWEEP_SCRIPT = (resources.files("taskworks.broker") / "sweep.lua").read_text()
-_SWEEP_SHA = hashlib.sha1(SWEEP_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's id
+#: redis-py's script runner: EVALSHA, and the script itself after a NOSCRIPT
+_SWEEP = Script(None, SWEEP_SCRIPT.encode())  # type: ignore[arg-type]  # each call names its client
 
 
 class Holder(Protocol):
@@ -63,10 +64,7 @@ def sweep(client: redis.Redis, beating: list[str], *, unacked_key: str = "unacke
     args: list[str | float] = [keys.HELD, keys.WAKE, timeout, visibility, repr(time()), budget,
                                wake_tokens,
             *beating]
-    try:
-        moved, unmarked = client.evalsha(_SWEEP_SHA, 2, keys.CONSUMERS, unacked_key, *args)
-    except NoScriptError:
-        moved, unmarked = client.eval(SWEEP_SCRIPT, 2, keys.CONSUMERS, unacked_key, *args)
+    moved, unmarked = _SWEEP(keys=[keys.CONSUMERS, unacked_key], args=args, client=client)
     if moved:
         log.warning("messages of dead or stuck consumers given back to their queues",
                     moved=int(moved))

@@ -44,6 +44,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError
 
 from taskworks import keys
@@ -62,6 +63,9 @@ CONSUME_SCRIPT = "\n".join(
 #: what a take sends: the script's digest (EVALSHA), or the script itself (EVAL) when the
 #: server does not know it yet (a new server, or one restarted or flushed)
 CONSUME_SHA = hashlib.sha1(CONSUME_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis's id
+#: the same script through redis-py's runner (EVALSHA, the script after a NOSCRIPT), for
+#: calls outside the consume loop
+_CONSUME = Script(None, CONSUME_SCRIPT.encode())  # type: ignore[arg-type]  # each call names its client
 #: wake tokens kept per queue: enough to wake every idle consumer; more would only grow
 #: where no consumer of this transport reads them (a plain Celery worker). A channel
 #: trims the list every this many publishes, so it holds at most this many plus this
@@ -344,13 +348,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if not acks:
             return
         try:
-            with self.conn_or_acquire() as client:
-                client.evalsha(CONSUME_SHA, 3, self.unacked_key, self.held_key,
-                               keys.UNDELIVERABLE, 0, 0, 1, 1, len(acks), *acks)
-        except NoScriptError:
-            with self.conn_or_acquire() as client:
-                client.eval(CONSUME_SCRIPT, 3, self.unacked_key, self.held_key,
-                            keys.UNDELIVERABLE, 0, 0, 1, 1, len(acks), *acks)
+            with self.conn_or_acquire() as client:  # no queue keys: acknowledgements only
+                _CONSUME(keys=[self.unacked_key, self.held_key, keys.UNDELIVERABLE],
+                         args=[0, 0, 1, 1, len(acks), *acks], client=client)
         except BaseException:
             with self._acks_lock:
                 self._acks[:0] = acks
