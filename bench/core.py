@@ -39,15 +39,19 @@ class Sizes:
     warmup_tasks: int
     #: the large backlog of the backlog scenario (its small one is drain_tasks)
     backlog_tasks: int
+    #: delayed tasks the scheduling scenario keeps scheduled (its window scales with it)
+    scheduled_tasks: int
 
     @classmethod
     def named(cls, name: str, runs: int | None = None) -> Sizes:
         if name == "full":
-            return cls(20_000, 20_000, 2_000, runs or 3, 1_000, backlog_tasks=1_000_000)
+            return cls(20_000, 20_000, 2_000, runs or 3, 1_000, backlog_tasks=1_000_000,
+                       scheduled_tasks=100_000)
         if name == "small":  # a quick look while working on something
-            return cls(2_000, 2_000, 200, runs or 3, 200, backlog_tasks=50_000)
+            return cls(2_000, 2_000, 200, runs or 3, 200, backlog_tasks=50_000,
+                       scheduled_tasks=10_000)
         if name == "tiny":
-            return cls(50, 50, 20, runs or 1, 10, backlog_tasks=300)
+            return cls(50, 50, 20, runs or 1, 10, backlog_tasks=300, scheduled_tasks=200)
         raise ValueError(f"size: expected full, small or tiny, got {name!r}")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 from celery import Celery, Task
@@ -11,17 +13,22 @@ from kombu import Queue
 
 from taskworks import bulk, signals, topology
 from taskworks.broker import results
+from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import Jobs
 from taskworks.notify.task import NOTIFY_TASK
+from taskworks.redaction import Redactor
 from taskworks.resilience.breaker_registry import Breakers
 from taskworks.resilience.ratelimit import RateLimits
 from taskworks.runtime.chain import default_runtime
 from taskworks.runtime.dlq import DeadLetterStore, Resend
+from taskworks.runtime.journal import JournalMiddleware
 from taskworks.runtime.middleware import Middleware, Runtime
 from taskworks.runtime.progress import TaskSnapshot, read_progress
 from taskworks.runtime.retry import RetryPolicies
 from taskworks.runtime.severity import ErrorCallback, SeverityMiddleware, SeverityRules
+from taskworks.scheduling import publishing
+from taskworks.scheduling.delayed import ScheduledTasks
 from taskworks.settings import Settings, load_settings
 from taskworks.store.engine import Store
 from taskworks.tasks import builtin
@@ -35,6 +42,8 @@ __all__ = ["CELERY_OPTIONS", "Taskworks", "TaskworksTask"]
 CELERY_OPTIONS = frozenset({
     "name", "queue", "priority", "soft_time_limit", "time_limit", "bind",
     "ignore_result", "acks_late",
+    # taskworks' own attribute of the task class: a deadline to start, from its due time
+    "start_within",
 })
 
 
@@ -49,6 +58,9 @@ class TaskworksTask(Task):  # type: ignore[misc]
     runtime: Runtime | None = None
     #: this task's middleware options, as declared
     taskworks_options: dict[str, Any] = {}
+    #: seconds after its due time by which a call must have started, or it is not run
+    #: (journaled ``expired``); None: no deadline unless the caller gives ``expires``
+    start_within: float | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
@@ -66,9 +78,28 @@ class TaskworksTask(Task):  # type: ignore[misc]
         if priority is None:
             priority = self.priority if self.priority is not None else self.default_priority
         options["priority"] = topology.broker_priority(priority)
-        return super().apply_async(
+        now = datetime.now(UTC)
+        deadline = publishing.apply_deadline(options, self.start_within, now)
+        result: AsyncResult = super().apply_async(
             args, kwargs, task_id, producer, link, link_error, shadow, **options
         )
+        due = publishing.due_time(options, now)
+        # a retry or deferral re-publishes with ``retries`` and has its own journal row
+        if due is not None and due > now and "retries" not in options \
+                and self.runtime is not None:
+            self._journal_scheduled(result.id, args, kwargs, options, due, deadline)
+        return result
+
+    def _journal_scheduled(self, task_id: str, args: Any, kwargs: Any,
+                           options: dict[str, Any], due: datetime,
+                           deadline: datetime | None) -> None:
+        assert self.runtime is not None
+        queue = options.get("queue")
+        if queue is None:
+            with contextlib.suppress(Exception):  # the routers decide; only shown
+                queue = self.app.amqp.router.route({}, self.name, args, kwargs)["queue"].name
+        publishing.journal_scheduled(self.runtime, self, task_id, getattr(queue, "name", queue),
+                                     args, kwargs, due, deadline)
 
     def signature_from_request(self, request: Any = None, args: Any = None, kwargs: Any = None,
                                queue: Any = None, **extra_options: Any) -> Any:
@@ -117,6 +148,16 @@ class Taskworks:
             default_time_limit=float(self.settings.worker.time_limit))
         #: map-reduce jobs: ``tw.jobs.start(dataset, function, params, partition_size)``
         self.jobs = Jobs(self.store, self.workflows, self.task, self.queue_names)
+        #: delayed tasks in the durable schedule: ``tw.scheduled.list()``, ``.cancel(id)``
+        #: delayed tasks the durable schedule keeps until due: ``tw.scheduled.list()``,
+        #: ``.show(id)``, ``.cancel(id)``, ``.summary()``
+        self.scheduled = ScheduledTasks(
+            redis_client(self.settings.effective_broker_url),
+            mark_revoked=lambda task_id, reason: self.app.backend.mark_as_revoked(
+                task_id, reason),
+            journal=self.runtime.get(JournalMiddleware).writer
+            if self.settings.journal.enabled else None,
+            redact=Redactor(self.settings.journal.redact_keys))
         signals.connect(self.app, self.runtime, self.store)
         builtin.register(self.task, app=self.app, store=self.store, settings=self.settings,
                          policies=self.retry_policies, breakers=self.breakers,
@@ -153,6 +194,8 @@ class Taskworks:
             raise InvalidInput("queue", queue, f"one of {', '.join(self.settings.queues)}")
         if "priority" in options:
             topology.broker_priority(options["priority"])  # validates the range
+        if options.get("start_within") is not None:
+            options["start_within"] = publishing.check_start_within(options["start_within"])
         celery_options = {k: v for k, v in options.items() if k in CELERY_OPTIONS}
         ours = {k: v for k, v in options.items() if k not in CELERY_OPTIONS}
 
@@ -171,10 +214,16 @@ class Taskworks:
     def submit(
         self, name: str, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
         queue: str | None = None, priority: int | None = None, countdown: float | None = None,
+        eta: datetime | None = None, expires: float | datetime | None = None,
         task_id: str | None = None, headers: dict[str, Any] | None = None,
         dedupe_key: str | None = None, dedupe_ttl: int | None = None,
     ) -> AsyncResult:
         """Send a registered task by name. Priority 0-9, 9 the most urgent.
+
+        ``countdown`` (seconds) or ``eta`` (an aware datetime) delay it: the message waits
+        in the durable schedule (broker/schedule.py), not in a worker, however long.
+        ``expires`` (seconds from now, or an aware datetime) is its deadline to start:
+        taken later, it is not run and is journaled ``expired``.
 
         With ``dedupe_key``, a second submit with the same key (within ``dedupe_ttl``
         seconds, default ``idempotency.ttl_seconds``) sends nothing and returns the
@@ -185,21 +234,16 @@ class Taskworks:
             raise InvalidInput("task", name, "the name of a registered task")
         if queue is not None and queue not in self.queue_names():
             raise InvalidInput("queue", queue, f"one of {', '.join(self.queue_names())}")
-        if countdown is not None and countdown < 0:
-            raise InvalidInput("countdown", countdown, "a number of seconds >= 0")
-        limit = self.settings.visibility_timeout
-        if countdown is not None and countdown >= limit:
-            # the Redis transport would hand it out again every visibility_timeout while
-            # it waits in a worker: duplicates
-            raise InvalidInput("countdown", countdown,
-                               f"seconds below the broker's visibility_timeout ({limit})")
+        due, deadline = publishing.checked_times(countdown, eta, expires, datetime.now(UTC))
         options: dict[str, Any] = {}
+        if due is not None:
+            options["eta"] = due
+        if deadline is not None:
+            options["expires"] = deadline
         if queue is not None:
             options["queue"] = queue
         if priority is not None:
             options["priority"] = priority
-        if countdown is not None:
-            options["countdown"] = countdown
         if task_id is not None:
             options["task_id"] = task_id
         if headers:
@@ -242,6 +286,8 @@ class Taskworks:
     def submit_many(
         self, name: str, items: Iterable[Any], *, queue: str | None = None,
         priority: int | None = None, batch_size: int = 1000,
+        countdown: float | None = None, eta: datetime | None = None,
+        expires: float | datetime | None = None,
     ) -> list[str]:
         """Send many calls of one task, pipelined: one Redis round trip per ``batch_size``.
 
@@ -250,6 +296,7 @@ class Taskworks:
         Routing is decided once, by task name and ``queue`` (function routers that look at
         the arguments are not consulted per message). A ``task-sent`` event goes with each
         message when the app sends them and a monitor is subscribed to receive them.
+        ``countdown``/``eta`` and ``expires`` apply to every call, as in ``submit``.
         Returns the task ids, in order.
         """
         task = self.app.tasks.get(name)
@@ -264,8 +311,18 @@ class Taskworks:
             chosen = priority if priority is not None else (
                 task.priority if task.priority is not None else task.default_priority)
             priority = topology.broker_priority(chosen)
-        return bulk.publish_many(self.app, task, calls, queue=queue, priority=priority,
-                                 batch_size=batch_size)
+        now = datetime.now(UTC)
+        due, deadline = publishing.checked_times(countdown, eta, expires, now)
+        if deadline is None and getattr(task, "start_within", None) is not None:
+            deadline = (due or now) + timedelta(seconds=task.start_within)
+        ids = bulk.publish_many(self.app, task, calls, queue=queue, priority=priority,
+                                batch_size=batch_size, eta=due, expires=deadline)
+        if due is not None and due > now and getattr(task, "runtime", None) is not None:
+            route = queue or self.route_of(name)
+            for task_id, (args, kwargs) in zip(ids, calls, strict=True):
+                publishing.journal_scheduled(self.runtime, task, task_id, route, args,
+                                             kwargs, due, deadline)
+        return ids
 
     def add_middleware(self, middleware: Middleware, *, before: type[Middleware] | None = None,
                        after: type[Middleware] | None = None) -> None:

@@ -9,6 +9,7 @@ consulted), the exchange, the delivery mode and the settings read.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -40,7 +41,8 @@ def split_call(index: int, item: Any) -> tuple[list[Any], dict[str, Any]]:
 
 
 def publish_many(app: Celery, task: Any, calls: list[tuple[list[Any], dict[str, Any]]], *,
-                 queue: str | None, priority: int | None, batch_size: int) -> list[str]:
+                 queue: str | None, priority: int | None, batch_size: int,
+                 eta: datetime | None = None, expires: datetime | None = None) -> list[str]:
     """Publish one message per call of ``task`` (``priority`` on the broker's scale, or
     None for the route's); returns the task ids, in order. A ``task-sent`` event goes
     with each message when the app sends them and a monitor is subscribed."""
@@ -93,7 +95,7 @@ def publish_many(app: Celery, task: Any, calls: list[tuple[list[Any], dict[str, 
                     task_id, name, args, kwargs, reply_to=reply_to,
                     time_limit=time_limit, soft_time_limit=soft_time_limit,
                     create_sent_event=send_event, root_id=root_id, parent_id=parent_id,
-                    ignore_result=task.ignore_result,
+                    ignore_result=task.ignore_result, eta=eta, expires=expires,
                     argsrepr=saferepr(args, args_max, maxlevels=levels),
                     kwargsrepr=saferepr(kwargs, kwargs_max, maxlevels=levels),
                 )

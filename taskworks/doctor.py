@@ -2,9 +2,11 @@
 
 The visibility timeout check matters most: on Redis a reserved message that is not
 acknowledged within ``visibility_timeout`` is handed to another worker, so a task that
-may run (or wait on a countdown or a retry delay) longer than that would run twice. It
-covers the worker's limits, every task's limits and retry policy, and the steps of every
-registered workflow (registration refuses new ones; these may predate a lower timeout).
+may run longer than that would run twice. It covers the worker's limits, every task's
+limits, and the steps of every registered workflow (registration refuses new ones;
+these may predate a lower timeout). Countdowns and retry delays count too for an app
+whose transport is not taskworks' (an adopted app's): there a delayed message waits
+reserved in a worker; with taskworks' transport it waits in the durable schedule.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from taskworks.broker.transport import keeps_delayed
 from taskworks.errors import TaskworksError
 from taskworks.redaction import redact_settings, redact_url
 from taskworks.tasks.health import probe_broker, probe_database
@@ -57,10 +60,10 @@ def configuration(tw: Taskworks) -> dict[str, Any]:
 
 def time_limits(tw: Taskworks) -> dict[str, float]:
     """Every time limit and countdown that must stay under the visibility timeout."""
-    limits: dict[str, float] = {
-        "worker.time_limit": tw.settings.worker.time_limit,
-        "max_countdown": float(tw.settings.max_countdown),
-    }
+    limits: dict[str, float] = {"worker.time_limit": tw.settings.worker.time_limit}
+    delays_held = not keeps_delayed(tw.app.conf.broker_transport)
+    if delays_held:
+        limits["max_countdown"] = float(tw.settings.max_countdown)
     for name, task in sorted(tw.app.tasks.items()):
         if name.startswith("celery."):
             continue
@@ -68,7 +71,8 @@ def time_limits(tw: Taskworks) -> dict[str, float]:
             value = getattr(task, attr, None)
             if value:
                 limits[f"{name}.{attr}"] = float(value)
-    limits.update(retry_delays(tw))
+    if delays_held:
+        limits.update(retry_delays(tw))
     return limits
 
 
@@ -100,7 +104,8 @@ def workflow_limits(tw: Taskworks) -> dict[str, float]:
     limits: dict[str, float] = {}
     for name, version, _ in tw.workflows.definitions():
         workflow = tw.workflows.engine.definition(name, version)
-        for where, seconds in unacked_limits(workflow).items():
+        delays = not keeps_delayed(tw.app.conf.broker_transport)
+        for where, seconds in unacked_limits(workflow, delays=delays).items():
             limits[f"workflow {name} v{version} {where}"] = seconds
     return limits
 
@@ -120,9 +125,10 @@ def check_visibility(tw: Taskworks) -> Check:
         return Check("visibility_timeout", False,
                      f"{vt:g}s does not exceed {listed}: those tasks could run twice; "
                      f"raise TASKWORKS_VISIBILITY_TIMEOUT or shorten them{unread}")
+    what = "time limit, countdown and retry delay" if "max_countdown" in limits \
+        else "time limit (delayed tasks wait in the durable schedule)"
     return Check("visibility_timeout", True,
-                 f"{vt:g}s exceeds every time limit, countdown and retry delay "
-                 f"(longest {max(limits.values()):g}s){unread}")
+                 f"{vt:g}s exceeds every {what} (longest {max(limits.values()):g}s){unread}")
 
 
 def diagnose(tw: Taskworks) -> Report:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["API_LOGIN_ATTEMPTS", "API_SESSION", "AUTOSCALE_STATUS", "BEAT_LEADER", "BREAKER",
-           "BREAKERS", "BREAKER_CACHE", "BREAKER_EVENTS", "BREAKER_NAMES", "BREAKER_WINDOW",
+__all__ = ["API_LOGIN_ATTEMPTS", "API_SESSION", "AUTOSCALE_STATUS", "BEAT_LAST_FIRE",
+           "BEAT_LEADER", "BEAT_PAUSED", "BREAKER", "BREAKERS", "BREAKER_CACHE", "BREAKER_EVENTS",
+           "BREAKER_NAMES", "BREAKER_WINDOW",
            "CONSUMERS", "DEDUPE", "HELD", "IDEMPOTENCY", "NOTIFY", "PREFIX", "RATE_LIMIT",
-           "REDELIVERIES", "REQUEUED", "RETRY_BUDGET", "UNDELIVERABLE", "UNDELIVERABLE_MAX",
+           "REDELIVERIES", "REQUEUED", "RETRY_BUDGET", "SCHEDULE", "SCHEDULE_COUNTS",
+           "SCHEDULE_ENVELOPES", "SCHEDULE_IDS", "UNDELIVERABLE", "UNDELIVERABLE_MAX",
            "WAKE", "api_login_attempts", "api_session", "beat_leader", "breaker", "breaker_cache",
            "breaker_events", "breaker_window", "dedupe", "held", "idempotency", "rate_limit",
            "redeliveries", "requeued", "retry_budget", "wake"]
@@ -18,6 +20,22 @@ BEAT_LEADER = PREFIX + "beat:leader"
 
 def beat_leader(name: str = "default") -> str:
     return f"{BEAT_LEADER}:{name}"
+
+#: periodic entries (scheduling/): the last fire time of each entry (hash: entry name ->
+#: epoch seconds), written in the same script that publishes the fire, so a restart or
+#: a new leader neither repeats nor loses one; and the entries paused by an operator (set)
+BEAT_LAST_FIRE = PREFIX + "beat:last-fire"
+BEAT_PAUSED = PREFIX + "beat:paused"
+
+#: the durable schedule (broker/schedule.py): messages not due yet, kept here instead
+#: of in a worker's memory. The sorted set holds delivery tags scored by due time
+#: (epoch seconds); the envelopes hash maps each tag to its JSON envelope (list key,
+#: queue, task id and name, the message); the ids hash maps a task id to its tag (show,
+#: cancel); the counts hash counts scheduled messages per queue
+SCHEDULE = PREFIX + "schedule"
+SCHEDULE_ENVELOPES = PREFIX + "schedule:envelopes"
+SCHEDULE_IDS = PREFIX + "schedule:ids"
+SCHEDULE_COUNTS = PREFIX + "schedule:counts"
 
 #: one wake-up token per message published to a queue (broker/transport.py): consumers
 #: with nothing to do block on these, never on the queue itself; and where a message

@@ -13,7 +13,6 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from celery.schedules import crontab
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,6 +37,7 @@ from taskworks.broker import urls as broker_urls
 from taskworks.errors import ConfigError
 from taskworks.redaction import SECRET_WORDS, redact_url
 from taskworks.runtime.severity import Severity
+from taskworks.scheduling.entries import BeatEntry  # re-exported: settings' name for it
 
 __all__ = ["BROKER_SCHEMES", "DATABASE_DRIVERS", "DEFAULT_BEAT", "DEFAULT_QUEUES", "DEFAULT_ROUTES",
            "DEFAULT_SUBMITTABLE_TASKS", "DEFAULT_WORKER_GROUPS", "ApiSettings", "AutoscaleSettings",
@@ -66,36 +66,6 @@ DATABASE_DRIVERS = ("sqlite", "postgresql")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BeatEntry(_Strict):
-    """One periodic task: ``every`` seconds, or ``cron`` as five crontab fields (UTC)."""
-
-    task: str
-    every: float | None = Field(default=None, gt=0)
-    cron: str | None = None
-    queue: str | None = None
-    priority: int | None = Field(default=None, ge=0, le=9)
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("cron")
-    @classmethod
-    def _cron_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                crontab.from_string(value)
-            except (ValueError, IndexError, KeyError) as exc:
-                raise ValueError(
-                    f"expected five crontab fields like '0 2 * * *' ({exc})"
-                ) from exc
-        return value
-
-    @model_validator(mode="after")
-    def _one_schedule(self) -> BeatEntry:
-        if (self.every is None) == (self.cron is None):
-            raise ValueError("give exactly one of 'every' (seconds) or 'cron'")
-        return self
 
 
 DEFAULT_BEAT = {

@@ -70,7 +70,8 @@ def connect(app: Celery, runtime: Runtime, store: Store) -> None:
         runtime.shutdown()  # flush the journal before the store goes away
         store.dispose()
 
-    def on_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    def on_revoked(sender: Any = None, request: Any = None, expired: bool = False,
+                   **_: Any) -> None:
         task = sender  # the task object; request is its Context
         if not mine(task) or getattr(task, "runtime", None) is None:
             return
@@ -80,6 +81,7 @@ def connect(app: Celery, runtime: Runtime, store: Store) -> None:
             args=tuple(request.args or ()), kwargs=dict(request.kwargs or {}), attempt=1,
             options=task.taskworks_options, hostname=getattr(request, "hostname", None),
         )
+        ctx.expired = bool(expired)
         runtime.revoked(ctx)
 
     # weak=False: these closures have no other owner

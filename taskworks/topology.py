@@ -18,7 +18,8 @@ from taskworks.broker.consumer import ReconnectingConsumer
 from taskworks.broker.transport import transport_for
 from taskworks.errors import InvalidInput
 from taskworks.pool import POOL
-from taskworks.settings import BeatEntry, Settings
+from taskworks.scheduling.entries import CONF_DEFAULT_PRIORITY, CONF_ENTRIES, BeatEntry
+from taskworks.settings import Settings
 
 __all__ = ["MAX_PRIORITY", "beat_schedule", "broker_priority", "celery_config", "queues",
            "restore_interval", "route_for", "user_priority"]
@@ -58,22 +59,34 @@ def route_for(settings: Settings, task_name: str) -> str | None:
 
 
 def _schedule(entry: BeatEntry) -> Any:
+    """The entry's schedule as Celery's beat reads it; None when Celery cannot read it the
+    same way (a zone other than UTC, or cron syntax its crontab lacks such as ``L``)."""
     if entry.every is not None:
         return timedelta(seconds=entry.every)
     assert entry.cron is not None
-    return crontab.from_string(entry.cron)
+    if entry.timezone != "UTC":
+        return None
+    try:
+        return crontab.from_string(entry.cron)
+    except (ValueError, IndexError, KeyError):
+        return None
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The entries in Celery's format. taskworks beat fires ``settings.beat_schedule``
+    itself (zones, missed runs: scheduling/); this is for Celery's own tools."""
     schedule: dict[str, dict[str, Any]] = {}
     for name, entry in settings.beat_schedule.items():
+        when = _schedule(entry)
+        if when is None:
+            continue
         options: dict[str, Any] = {}
         if entry.queue:
             options["queue"] = entry.queue
         if entry.priority is not None:
             options["priority"] = entry.priority
         schedule[name] = {
-            "task": entry.task, "schedule": _schedule(entry),
+            "task": entry.task, "schedule": when,
             "args": tuple(entry.args), "kwargs": entry.kwargs, "options": options,
         }
     return schedule
@@ -139,7 +152,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_consumer": ReconnectingConsumer,
         # prefork whose time-limit timers do not pile up in the parent (pool.py)
         "worker_pool": POOL,
+        # Celery's format (``celery beat`` reads it, cron in UTC), and the entries with their
+        # zone and missed-run policy, which taskworks beat fires (scheduling/entries.py)
         "beat_schedule": beat_schedule(settings),
+        CONF_ENTRIES: dict(settings.beat_schedule),
+        CONF_DEFAULT_PRIORITY: settings.worker.default_priority,
         "imports": list(settings.imports),
     }
     transport = transport_for(settings.effective_broker_url)

@@ -12,7 +12,7 @@ from celery import Celery
 from celery import signals as celery_signals
 
 import taskworks
-from taskworks import InvalidInput, Taskworks, load_settings
+from taskworks import InvalidInput, Taskworks, keys, load_settings
 from taskworks.app import CELERY_OPTIONS
 from taskworks.tasks import builtin
 
@@ -107,17 +107,18 @@ def test_a_starting_worker_freezes_what_it_loaded(tw: Any) -> None:
         gc.unfreeze()
 
 
-def test_a_countdown_past_the_visibility_timeout_is_refused_and_nothing_is_sent(
+def test_a_countdown_past_the_visibility_timeout_waits_in_the_schedule(
     tw: Any, redis_client: redis.Redis,
 ) -> None:
+    """Not refused any more: the message is kept by the durable schedule, not handed to
+    a worker that would hold it past the visibility timeout (broker/schedule.py)."""
     limit = tw.settings.visibility_timeout
-    with pytest.raises(InvalidInput) as caught:
-        tw.submit("tests.echo", ["x"], countdown=limit)
-    assert caught.value.field == "countdown"
-    assert f"below the broker's visibility_timeout ({limit})" in str(caught.value)
+    result = tw.submit("tests.echo", ["x"], countdown=limit * 2)
     assert waiting(redis_client) == 0
-    tw.submit("tests.echo", ["x"], countdown=limit - 1)  # below it: sent
-    assert waiting(redis_client) == 1
+    assert redis_client.hget(keys.SCHEDULE_IDS, result.id)
+    with pytest.raises(InvalidInput) as caught:
+        tw.submit("tests.echo", ["x"], countdown=-1)
+    assert caught.value.field == "countdown"
 
 
 def waiting(client: redis.Redis) -> int:

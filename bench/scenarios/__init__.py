@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 MODULES = ("drain", "enqueue", "latency", "autoscale", "idempotency", "breaker", "workflows",
-           "durable", "mapreduce", "backlog")
+           "durable", "mapreduce", "backlog", "scheduling")
 
 
 def load_all() -> None:

@@ -21,7 +21,9 @@ from taskworks.api.routes import (
     jobs,
     journal,
     metrics,
+    periodic,
     queues,
+    scheduled,
     tasks,
     workers,
     workflows,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 ROUTERS: tuple[APIRouter, ...] = (
     tasks.router, journal.router, dlq.router, queues.router, workers.router,
     autoscale.router, breakers.router, workflows.router, datasets.router, jobs.router,
-    metrics.router,
+    metrics.router, scheduled.router, periodic.router,
 )
 #: where Swagger UI's own files are served (script, style sheet, icon)
 DOCS_ASSETS = "/docs/assets"

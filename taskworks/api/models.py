@@ -30,7 +30,11 @@ class TaskSubmit(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(default=None, max_length=128)
     priority: int | None = Field(default=None, ge=0, le=9, description="9 the most urgent")
-    countdown: float | None = Field(default=None, ge=0, le=MAX_COUNTDOWN)
+    countdown: float | None = Field(default=None, ge=0, le=MAX_COUNTDOWN,
+                                    description="seconds; waits in the durable schedule")
+    expires: float | None = Field(default=None, gt=0, le=MAX_COUNTDOWN,
+                                  description="seconds from now: not started by then, it "
+                                  "is not run (journaled expired)")
 
 
 class TaskSubmitted(BaseModel):

@@ -48,11 +48,12 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError
 
 from taskworks import keys
+from taskworks.broker import schedule
 from taskworks.broker.heartbeat import CONSUMER_TIMEOUT, Heartbeat, heartbeat_for, sweep
 from taskworks.logs import get_logger
 
 __all__ = ["CONSUME_SCRIPT", "CONSUME_SHA", "SCHEMES", "TRANSPORT", "WAKE_TOKENS", "Channel",
-           "PublishBatch", "QoS", "Transport", "transport_for"]
+           "PublishBatch", "QoS", "Transport", "keeps_delayed", "transport_for"]
 
 log = get_logger("taskworks.broker")
 
@@ -244,6 +245,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._heartbeat = heartbeat_for(self.pool, self.unacked_key,
                                             float(self.consumer_timeout))
             self._heartbeat.add(self)
+            schedule.mover_for(self.pool)  # a consuming process publishes what is due
         command: list[Any]
         if self._waiting:
             wait = self.brpop_timeout if timeout is None else timeout
@@ -382,11 +384,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         batch = kwargs.get("_publish_batch")
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        due = schedule.due_of(message)
+        if due is not None and due > time():  # kept in the schedule until due
+            if batch is not None:
+                batch.add(*schedule.add_command(message, queue, key, due))
+                return
+            with self.conn_or_acquire() as client:
+                schedule.add(client, message, queue, key, due)
+            return
+        fence = schedule.take_fence()
+        if fence is not None:  # a periodic entry's fire: published once (schedule.py)
+            with self.conn_or_acquire() as client:
+                schedule.fire(client, fence, message, queue, key, WAKE_TOKENS)
+            return
         if batch is not None:  # ours (create_publish_batch): kombu adds the message's
             super()._put(queue, message, **kwargs)  # commands, the batch its token
             batch.wake(queue)
             return
-        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         with self.conn_or_acquire() as client:
             pipe = client.pipeline(transaction=False)
             pipe.lpush(key, dumps(message))
@@ -444,6 +459,13 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
 #: by name, not the class: the name is what ``Connection.info()`` reports, and the
 #: worker's ``inspect stats`` reply must stay JSON (a class in it fails to encode)
 TRANSPORT = f"{__name__}:Transport"
+
+
+def keeps_delayed(broker_transport: Any) -> bool:
+    """Whether an app whose ``broker_transport`` is this keeps delayed messages in the
+    durable schedule (so countdowns and retry delays need not stay under the visibility
+    timeout). Apps taskworks adopts keep the transport they had."""
+    return broker_transport in (TRANSPORT, Transport)
 
 
 def transport_for(broker_url: str) -> str | None:

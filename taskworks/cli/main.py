@@ -26,6 +26,8 @@ from taskworks.cli.dataset import dataset_cli
 from taskworks.cli.dlq import dlq_cli
 from taskworks.cli.job import job_cli
 from taskworks.cli.journal import journal_cli
+from taskworks.cli.periodic import periodic_cli
+from taskworks.cli.scheduled import scheduled_cli
 from taskworks.cli.workflow import workflow_cli
 from taskworks.errors import InvalidInput, StoreError, StoreNotMigrated, TaskworksError
 
@@ -40,6 +42,8 @@ cli.add_typer(breaker_cli, name="breaker")
 cli.add_typer(autoscale_cli, name="autoscale")
 cli.add_typer(dataset_cli, name="dataset")
 cli.add_typer(job_cli, name="job")
+cli.add_typer(periodic_cli, name="periodic")
+cli.add_typer(scheduled_cli, name="scheduled")
 cli.command("api")(api_command)
 
 # the shared helpers under the names this module has always used
@@ -228,14 +232,17 @@ def submit(
     kwargs: Annotated[str, typer.Option(help="JSON object")] = "{}",
     queue: Annotated[str | None, typer.Option()] = None,
     priority: Annotated[int | None, typer.Option(help="0-9, 9 the most urgent")] = None,
-    countdown: Annotated[float | None, typer.Option()] = None,
+    countdown: Annotated[float | None, typer.Option(help="seconds (the durable schedule "
+                                                    "keeps it)")] = None,
+    expires: Annotated[float | None, typer.Option(help="seconds: not started by then, it "
+                                                  "is not run")] = None,
     app: AppOption = None,
 ) -> None:
     """Send a registered task by name; prints its id."""
     _settings()
     tw = loader.load(app)
     result = tw.submit(name, _json_arg("--args", args, list), _json_arg("--kwargs", kwargs, dict),
-                       queue=queue, priority=priority, countdown=countdown)
+                       queue=queue, priority=priority, countdown=countdown, expires=expires)
     out.print(result.id)
 
 

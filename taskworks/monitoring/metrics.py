@@ -5,9 +5,9 @@ duration) to the SQL store, in batches. Counting the journal when Prometheus scr
 gives the same numbers from any process, aggregated over every worker process, machine
 and restart, with no per-process registry, no multiprocess directory and no extra write
 on the task's hot path. The rest is read live: queue depth from the broker (waiting +
-unacked), breaker state from Redis, dead letters, workflow runs, map-reduce jobs and
-datasets from the store, workers from a Celery ping (cached a few seconds, so frequent
-scrapes cost no waiting).
+unacked), scheduled tasks and the mover's lag from the durable schedule, breaker state
+from Redis, dead letters, workflow runs, map-reduce jobs and datasets from the store,
+workers from a Celery ping (cached a few seconds, so frequent scrapes cost no waiting).
 
 Caveats, by design: the journal's retention deletes old rows, so a task counter can go
 down; Prometheus' ``rate()``/``increase()`` treat that as a counter reset. Journal rows are
@@ -41,6 +41,7 @@ from taskworks.resilience.breaker_registry import Breakers
 from taskworks.runtime.journal.states import JournalState
 from taskworks.scaling.record import current_status
 from taskworks.scaling.replicas import desired_replicas
+from taskworks.scheduling.delayed import summary_of
 from taskworks.settings import Settings
 from taskworks.store.engine import Store
 from taskworks.store.tables import (
@@ -67,8 +68,10 @@ DATASET_STATES = ("ready", "building")
 #: the workflows map-reduce generates, one per job: counted by taskworks_jobs instead,
 #: since a label per job id would grow the series without bound
 JOB_WORKFLOW_PREFIX = "mapreduce."
-#: journal states that end a task (retry is counted apart: the task goes on)
-OUTCOMES = tuple(state for state in JournalState if state is not JournalState.RETRY)
+#: journal states that end a task's attempt (expired included: never run, never lost);
+#: a retry is counted apart and ``scheduled`` not at all: the task goes on
+OUTCOMES = tuple(state for state in JournalState
+                 if state not in (JournalState.RETRY, JournalState.SCHEDULED))
 
 FAMILIES = (
     "taskworks_queue_depth", "taskworks_tasks", "taskworks_task_retries",
@@ -77,7 +80,8 @@ FAMILIES = (
     "taskworks_breaker_failures", "taskworks_workflow_runs", "taskworks_jobs",
     "taskworks_datasets", "taskworks_workers",
     "taskworks_autoscale_workers", "taskworks_autoscale_desired_replicas",
-    "taskworks_scrape_errors",
+    "taskworks_scheduled_tasks", "taskworks_scheduled_oldest_due_seconds",
+    "taskworks_schedule_mover_lag_seconds", "taskworks_scrape_errors",
 )
 
 
@@ -115,7 +119,7 @@ class TaskworksCollector(Collector):
             ("dead_letters", self._dead_letters), ("breakers", self._breakers),
             ("workflows", self._workflows), ("jobs", self._jobs),
             ("datasets", self._datasets), ("workers", self._workers_metric),
-            ("autoscale", self._autoscale),
+            ("autoscale", self._autoscale), ("schedule", self._schedule),
         ]
         for part, read in parts:
             try:
@@ -254,6 +258,24 @@ class TaskworksCollector(Collector):
         for group, found in desired_replicas(self.settings, self.client).items():
             desired.add_metric([group], found["desired"])
         return [live, desired]
+
+    def _schedule(self) -> list[Metric]:
+        now = time.time()
+        found = summary_of(self.client, now)
+        tasks = GaugeMetricFamily("taskworks_scheduled_tasks", "delayed tasks the durable "
+                                  "schedule keeps until due, by queue", labels=["queue"])
+        for queue in sorted({*self.queue_names(), *found.by_queue}):
+            tasks.add_metric([queue], found.by_queue.get(queue, 0))
+        oldest = GaugeMetricFamily(
+            "taskworks_scheduled_oldest_due_seconds", "seconds until the earliest scheduled "
+            "task is due, negative when it is overdue; no sample when none is scheduled")
+        if found.next_due is not None:
+            oldest.add_metric([], found.next_due.timestamp() - now)
+        lag = GaugeMetricFamily("taskworks_schedule_mover_lag_seconds", "how late the most "
+                                "overdue scheduled task is (the mover is that far behind); "
+                                "0 when none is overdue")
+        lag.add_metric([], found.mover_lag)
+        return [tasks, oldest, lag]
 
 
 def registry_for(store: Store, client: redis.Redis, settings: Settings, breakers: Breakers,

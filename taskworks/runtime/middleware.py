@@ -8,7 +8,10 @@ Hooks, in order of a task's life (Dramatiq's middleware.py, adapted to Celery):
                             sets ctx.retry_in or ctx.exhausted_reason, severity is set
     on_retry(ctx)           the task will run again after ctx.retry_in seconds
     on_exhausted(ctx)       the task failed for good (ctx.exhausted_reason says why)
-    on_revoked(ctx)         the task was revoked before or while running
+    on_revoked(ctx)         the task was revoked before or while running; with
+                            ctx.expired, it was not started before its deadline
+    on_scheduled(ctx)       the task was published to run later (the durable schedule
+                            keeps it): ctx.result holds its due time and deadline
     on_deferred(ctx)        a before_task hook deferred the task (``defer``): it runs
                             again later without spending a retry; ctx.exc says why
     on_requeued(ctx)        the outcome could not be recorded (store or broker down):
@@ -100,6 +103,8 @@ class TaskContext:
     #: another copy of this task already ended it (its dead letter exists): this
     #: attempt's end is not recorded again
     ended_elsewhere: bool = False
+    #: revoked because it was not started before its ``expires`` deadline
+    expired: bool = False
 
     def finish(self) -> None:
         self.finished_at = datetime.now(UTC)
@@ -127,6 +132,7 @@ class Middleware:
     def on_retry(self, ctx: TaskContext) -> None: ...
     def on_exhausted(self, ctx: TaskContext) -> None: ...
     def on_revoked(self, ctx: TaskContext) -> None: ...
+    def on_scheduled(self, ctx: TaskContext) -> None: ...
     def on_deferred(self, ctx: TaskContext) -> None: ...
     def on_requeued(self, ctx: TaskContext) -> None: ...
     def on_worker_shutdown(self) -> None: ...
@@ -352,6 +358,10 @@ class Runtime:
     def revoked(self, ctx: TaskContext) -> None:
         ctx.finish()
         self._each(self.middlewares, "on_revoked", ctx)
+
+    def scheduled(self, ctx: TaskContext) -> None:
+        ctx.finish()
+        self._each(self.middlewares, "on_scheduled", ctx)
 
     def shutdown(self) -> None:
         self._each(self.middlewares, "on_worker_shutdown")

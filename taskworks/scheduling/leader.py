@@ -2,7 +2,8 @@
 
 Any number of beat processes may run (for availability); the one holding the lease
 sends due entries, the others wait. A leader that dies loses the lease after
-``lease_seconds``, and a follower takes over at its next tick.
+``lease_seconds``, and a follower takes over at its next tick, from the last fire times
+the old leader recorded in Redis: it neither repeats a fire nor loses one (firing.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ import redis
 from celery.beat import Scheduler
 
 from taskworks import keys
+from taskworks.broker import schedule
 from taskworks.broker.urls import redis_client
 from taskworks.logs import get_logger
+from taskworks.scheduling.entries import CONF_DEFAULT_PRIORITY, Periodic, entries_of
+from taskworks.scheduling.firing import PeriodicScheduler
+from taskworks.topology import broker_priority
 
 __all__ = ["LeaderLease", "LeaderScheduler"]
 
@@ -58,7 +63,9 @@ class LeaderLease:
 
 
 class LeaderScheduler(Scheduler):  # type: ignore[misc]
-    """Celery's in-memory scheduler, gated by a LeaderLease."""
+    """Celery beat's scheduler, replaced: while this process holds the LeaderLease, a
+    PeriodicScheduler fires the app's entries (zones, missed runs, durable last fire:
+    firing.py). Celery's own schedule is built but never run."""
 
     #: how long a lease lasts without renewal; ticks renew it well before that
     lease_seconds = 15.0
@@ -70,11 +77,31 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
                                  self.lease_seconds)
         # a tick must come soon enough to renew the lease before it expires
         self.max_interval: float = min(float(self.max_interval), self.lease_seconds / 3)
+        self.periodic = PeriodicScheduler(client, entries_of(self.app.conf), self.send,
+                                          idle=self.max_interval)
+        # beat publishes delayed tasks that are due too (broker/schedule.py): with no
+        # worker up, what is due waits in its queue, not in the schedule
+        schedule.mover_for(client.connection_pool)
+
+    def send(self, periodic: Periodic) -> None:
+        """Publish one fire, as Celery's beat does: a registered task's ``apply_async``
+        (taskworks tasks turn a 0-9 priority into the broker's scale there), else
+        ``send_task``, where a settings entry's priority is turned here."""
+        entry = periodic.entry
+        options = dict(periodic.options)
+        task = self.app.tasks.get(entry.task)
+        if task is not None:
+            task.apply_async(entry.args, entry.kwargs, **options)
+            return
+        if periodic.ours:  # settings entries exist only on apps taskworks built
+            chosen = options.get("priority", self.app.conf.get(CONF_DEFAULT_PRIORITY, 5))
+            options["priority"] = broker_priority(chosen)
+        self.app.send_task(entry.task, entry.args, entry.kwargs, **options)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self.lease.hold():
             return float(self.max_interval)
-        return float(super().tick(*args, **kwargs))
+        return min(float(self.max_interval), self.periodic.tick())
 
     def close(self) -> None:
         self.lease.release()

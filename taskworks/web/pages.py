@@ -26,7 +26,7 @@ from taskworks.sessions import close_session, login_retry_after, open_session
 
 __all__ = ["HERE", "PAGES", "autoscale", "breakers", "datasets", "dead_letters", "job", "jobs",
            "journal", "login", "login_form", "logout", "mount", "overview", "router", "run",
-           "templates", "workflows"]
+           "scheduled", "templates", "workflows"]
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(env=Environment(
@@ -35,8 +35,8 @@ templates = Jinja2Templates(env=Environment(
 router = APIRouter(include_in_schema=False)
 
 PAGES = {"overview": "/", "runs": "/workflows", "jobs": "/jobs", "datasets": "/datasets",
-         "journal": "/journal", "dead letters": "/dlq", "breakers": "/breakers",
-         "autoscale": "/autoscale"}
+         "journal": "/journal", "scheduled": "/scheduled", "dead letters": "/dlq",
+         "breakers": "/breakers", "autoscale": "/autoscale"}
 
 
 def _logged_in(request: Request) -> bool:
@@ -65,6 +65,11 @@ def journal(request: Request) -> Response:
 @router.get("/dlq", response_class=HTMLResponse)
 def dead_letters(request: Request) -> Response:
     return _page(request, "dlq.html", page="dead letters")
+
+
+@router.get("/scheduled", response_class=HTMLResponse)
+def scheduled(request: Request) -> Response:
+    return _page(request, "scheduled.html", page="scheduled")
 
 
 @router.get("/breakers", response_class=HTMLResponse)

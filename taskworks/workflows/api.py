@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 
+from taskworks.broker.transport import keeps_delayed
 from taskworks.errors import InvalidInput, TaskworksError, WaitTimeout
 from taskworks.runtime.middleware import Runtime
 from taskworks.runtime.retry import RetryPolicies
@@ -143,7 +144,8 @@ class Workflows:
         one with problems (WorkflowInvalid listing every one)."""
         check_bounds(wf)
         validate(wf, self.app.tasks.keys(), self.queue_names(), self.predicates,
-                 visibility_timeout=self.visibility_timeout)
+                 visibility_timeout=self.visibility_timeout,
+                 delays=not keeps_delayed(self.app.conf.broker_transport))
 
     def register(self, wf: Workflow | str | Path) -> Workflow:
         """Validate (every problem at once) and store a definition version. A path is

@@ -93,28 +93,31 @@ def longest_retry_delay(policy: RetryPolicy) -> float:
     return min(policy.max_delay, longest)
 
 
-def _unacked(step: Step) -> list[tuple[str, float, float]]:
+def _unacked(step: Step, delays: bool = True) -> list[tuple[str, float, float]]:
     """The step's own durations that keep its message unacknowledged, as (field, seconds,
     value as written): time limits while it runs (acks_late), retry delays while it waits
     (a countdown's message waits reserved in a worker). Steps without them use the
     worker's limits and their task's policy, which ``taskworks doctor`` checks."""
     found = [(key, float(value), float(value)) for key in ("timeout", "soft_timeout")
              if (value := getattr(step, key)) is not None]
-    if step.retries is not None and (longest := longest_retry_delay(step.retries)) > 0:
+    if delays and step.retries is not None \
+            and (longest := longest_retry_delay(step.retries)) > 0:
         found.append(("retries.max_delay", longest, step.retries.max_delay))
     return found
 
 
-def unacked_limits(workflow: Workflow) -> dict[str, float]:
-    """Seconds each step's message may stay unacknowledged, by location (for doctor)."""
+def unacked_limits(workflow: Workflow, delays: bool = True) -> dict[str, float]:
+    """Seconds each step's message may stay unacknowledged, by location (for doctor);
+    without ``delays`` when retries wait in the durable schedule, not in a worker."""
     return {f"{_where(index, step)}.{key}": seconds
             for index, step in enumerate(workflow.steps)
-            for key, seconds, _ in _unacked(step)}
+            for key, seconds, _ in _unacked(step, delays)}
 
 
-def _visibility_problems(where: str, step: Step, visibility_timeout: float) -> list[str]:
+def _visibility_problems(where: str, step: Step, visibility_timeout: float,
+                         delays: bool) -> list[str]:
     found: list[str] = []
-    for key, seconds, written in _unacked(step):
+    for key, seconds, written in _unacked(step, delays):
         if seconds < visibility_timeout:
             continue
         got = f"{written:g}" if seconds == written else \
@@ -127,7 +130,7 @@ def _visibility_problems(where: str, step: Step, visibility_timeout: float) -> l
 
 def _step_problems(index: int, step: Step, names: set[str], tasks: Iterable[str],
                    queues: Iterable[str], predicates: Predicates,
-                   visibility_timeout: float | None) -> list[str]:
+                   visibility_timeout: float | None, delays: bool) -> list[str]:
     where = _where(index, step)
     found: list[str] = []
     if not NAME.match(step.name):
@@ -158,7 +161,7 @@ def _step_problems(index: int, step: Step, names: set[str], tasks: Iterable[str]
         found.append(f"{where}.soft_timeout: {step.soft_timeout} must be below timeout "
                      f"{step.timeout}")
     if visibility_timeout is not None:
-        found += _visibility_problems(where, step, visibility_timeout)
+        found += _visibility_problems(where, step, visibility_timeout, delays)
     if step.when is not None:
         found += [f"{where}.when.{p}" for p in problems(step.when, predicates)]
     return found
@@ -178,9 +181,11 @@ def find_cycle(workflow: Workflow) -> list[str] | None:
 
 
 def validate(workflow: Workflow, tasks: Iterable[str], queues: Iterable[str],
-             predicates: Predicates, visibility_timeout: float | None = None) -> None:
+             predicates: Predicates, visibility_timeout: float | None = None,
+             delays: bool = True) -> None:
     """Raise WorkflowInvalid listing every problem, or return. ``visibility_timeout``
-    (the broker's, in seconds) bounds each step's time limits and retry delays."""
+    (the broker's, in seconds) bounds each step's time limits, and its retry delays
+    with ``delays`` (False when they wait in the durable schedule, not in a worker)."""
     tasks, queues = set(tasks), set(queues)
     found: list[str] = []
     if workflow.version < 1:
@@ -196,7 +201,7 @@ def validate(workflow: Workflow, tasks: Iterable[str], queues: Iterable[str],
         first.setdefault(step.name, index)
     for index, step in enumerate(workflow.steps):
         found += _step_problems(index, step, set(names), tasks, queues, predicates,
-                                visibility_timeout)
+                                visibility_timeout, delays)
     cycle = find_cycle(workflow)
     if cycle:
         found.append(f"depends_on: cycle {' -> '.join(cycle)}")

@@ -81,7 +81,9 @@ def test_revoke_a_task_waiting_for_its_countdown(api: httpx.Client,
     ({"name": "tests.echo", "queue": "nowhere"}, "queue"),
     ({"name": "tests.echo", "priority": 10}, "priority"),
     ({"name": "tests.echo", "countdown": -1}, "countdown"),
-    ({"name": "tests.echo", "countdown": 7200}, "countdown"),  # >= visibility_timeout
+    ({"name": "tests.echo", "countdown": 400 * 86400}, "countdown"),  # over a year
+    ({"name": "tests.echo", "expires": 0}, "expires"),
+    ({"name": "tests.echo", "countdown": 60, "expires": 30}, "expires"),  # before it is due
     ({"name": "tests.echo", "args": {"not": "a list"}}, "args"),
     ({"name": "tests.echo", "kwargs": [1]}, "kwargs"),
     ({"name": ""}, "name"),

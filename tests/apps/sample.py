@@ -260,3 +260,18 @@ def ignores_soft_limit(seconds: float) -> str:
     except SoftTimeLimitExceeded:
         time.sleep(seconds)
     return "outlived"
+
+
+@tw.task(name="tests.on_time", retry_policy=RetryPolicy(max_retries=0), ignore_result=True)
+def on_time(index: int, due: float, key: str = "tests:on-time") -> None:
+    """How late (seconds after ``due``) call ``index`` started, and how often it ran."""
+    started = time.time()
+    pipe = _redis().pipeline(transaction=False)
+    pipe.hset(key, str(index), repr(started - due))
+    pipe.hincrby(f"{key}:runs", str(index), 1)
+    pipe.execute()
+
+
+@tw.task(name="tests.must_start_soon", start_within=1.0, retry_policy=RetryPolicy(max_retries=0))
+def must_start_soon(key: str) -> None:
+    _redis().incr(key)

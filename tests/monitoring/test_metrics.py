@@ -264,3 +264,43 @@ def test_jobs_and_datasets_on_each_store(database_url: str, redis_client: redis.
     assert [s.labels["workflow"] for s in families["taskworks_workflow_runs"].samples] == [
         "etl"]
     tw.store.engine.dispose()
+
+
+def test_scheduled_tasks_oldest_due_and_mover_lag(tw: Any, redis_client: redis.Redis) -> None:
+    from prometheus_client import generate_latest
+
+    def scraped() -> dict[str, Any]:
+        text = generate_latest(registry_of(tw, redis_client)).decode()
+        return {f.name: f for f in text_string_to_metric_families(text)}
+
+    idle = scraped()
+    assert sample(idle, "taskworks_scheduled_tasks", queue="default") == 0
+    assert sample(idle, "taskworks_scheduled_oldest_due_seconds") is None  # none scheduled
+    assert sample(idle, "taskworks_schedule_mover_lag_seconds") == 0
+    tw.submit("tests.echo", [1], countdown=600)
+    tw.submit("tests.echo", [2], countdown=900, queue="io_intensive")
+    families = scraped()
+    assert sample(families, "taskworks_scheduled_tasks", queue="default") == 1
+    assert sample(families, "taskworks_scheduled_tasks", queue="io_intensive") == 1
+    assert 590 < (sample(families, "taskworks_scheduled_oldest_due_seconds") or 0) <= 600
+    assert sample(families, "taskworks_schedule_mover_lag_seconds") == 0
+    assert all(s.value == 0 for s in families["taskworks_scrape_errors"].samples)
+
+
+def test_expired_is_an_outcome_and_scheduled_is_not(tw: Any, redis_client: redis.Redis) -> None:
+    from datetime import UTC, datetime
+
+    from prometheus_client import generate_latest
+
+    from taskworks.store.tables import JournalEntry
+
+    name = f"tests.states.{uuid.uuid4().hex[:8]}"
+    with tw.store.session() as session:
+        for state in ("scheduled", "expired"):
+            session.add(JournalEntry(task_id=uuid.uuid4().hex, name=name, queue="default",
+                                     state=state, attempt=1, args=[], kwargs={},
+                                     finished_at=datetime.now(UTC)))
+    text = generate_latest(registry_of(tw, redis_client)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert sample(families, "taskworks_tasks", task=name, outcome="expired") == 1
+    assert sample(families, "taskworks_tasks", task=name, outcome="scheduled") is None

@@ -125,7 +125,8 @@ def test_recorded_outcome(store: Store) -> None:
 
 def test_one_vocabulary_of_states() -> None:
     assert [s.value for s in JournalState] == ["success", "failure", "retry", "revoked",
-                                               "deferred"]
+                                               "deferred", "scheduled", "expired"]
     assert journal.ENDS == (JournalState.SUCCESS, JournalState.FAILURE)
-    # what /metrics counts as ended tasks: every state but a scheduled retry
-    assert set(OUTCOMES) == set(JournalState) - {JournalState.RETRY}
+    # what /metrics counts as ended tasks: every state but a scheduled retry, and a
+    # task published to run later
+    assert set(OUTCOMES) == set(JournalState) - {JournalState.RETRY, JournalState.SCHEDULED}

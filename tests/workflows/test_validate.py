@@ -11,7 +11,7 @@ import pytest
 from taskworks.errors import InvalidInput, WorkflowInvalid
 from taskworks.runtime.retry import RetryPolicy
 from taskworks.workflows import Condition, Step, Workflow, load_file, workflow_from_dict
-from taskworks.workflows.validate import MAX_RETRIES, MAX_SECONDS, MAX_VERSION
+from taskworks.workflows.validate import MAX_RETRIES, MAX_SECONDS, MAX_VERSION, validate
 from tests.workflows.conftest import unique
 
 
@@ -160,31 +160,46 @@ def test_start_errors(tw: Any) -> None:
 # -- against the broker's visibility_timeout (7200 s in the tests' settings) --------------
 
 
-def test_step_timeouts_and_retry_delays_must_stay_below_the_visibility_timeout(
-        tw: Any) -> None:
+STEPS_PAST_THE_TIMEOUT = (
+    Step("hard", "wf.record", timeout=7200),  # equal: already too long
+    Step("soft", "wf.record", soft_timeout=9000),
+    Step("capped", "wf.record", retries=RetryPolicy(
+        max_retries=2, base_delay=5000, max_delay=9000, jitter=False)),
+    Step("backoff", "wf.record", retries=RetryPolicy(
+        max_retries=2, base_delay=4000, max_delay=20000, jitter=False)),
+    # jitter adds up to 30 %: 6000 s can become 7800 s
+    Step("jitter", "wf.record", retries=RetryPolicy(
+        max_retries=1, base_delay=6000, max_delay=8000)),
+)
+TAIL = ("expected seconds below visibility_timeout (7200): the broker would hand the "
+        "message out again while the step still runs or waits, and run it twice")
+
+
+def test_step_timeouts_must_stay_below_the_visibility_timeout(tw: Any) -> None:
+    """Retry delays need not: with taskworks' transport a retry waits in the durable
+    schedule, not in a worker (broker/schedule.py)."""
     assert tw.settings.visibility_timeout == 7200
-    errors = problems(
-        tw,
-        Step("hard", "wf.record", timeout=7200),  # equal: already too long
-        Step("soft", "wf.record", soft_timeout=9000),
-        Step("capped", "wf.record", retries=RetryPolicy(
-            max_retries=2, base_delay=5000, max_delay=9000, jitter=False)),
-        Step("backoff", "wf.record", retries=RetryPolicy(
-            max_retries=2, base_delay=4000, max_delay=20000, jitter=False)),
-        # jitter adds up to 30 %: 6000 s can become 7800 s
-        Step("jitter", "wf.record", retries=RetryPolicy(
-            max_retries=1, base_delay=6000, max_delay=8000)),
-    )
-    tail = ("expected seconds below visibility_timeout (7200): the broker would hand the "
-            "message out again while the step still runs or waits, and run it twice")
-    assert errors == [
-        f"steps[0] (hard).timeout: got 7200, {tail}",
-        f"steps[1] (soft).soft_timeout: got 9000, {tail}",
-        f"steps[2] (capped).retries.max_delay: got 9000, {tail}",
+    assert problems(tw, *STEPS_PAST_THE_TIMEOUT) == [
+        f"steps[0] (hard).timeout: got 7200, {TAIL}",
+        f"steps[1] (soft).soft_timeout: got 9000, {TAIL}",
+    ]
+
+
+def test_retry_delays_must_stay_below_it_where_a_worker_holds_them(tw: Any) -> None:
+    """An app on another transport (an adopted one on kombu's) holds a retry's message
+    in the worker until it is due."""
+    with pytest.raises(WorkflowInvalid) as info:
+        validate(Workflow(unique("bad"), STEPS_PAST_THE_TIMEOUT), tw.app.tasks.keys(),
+                 tw.queue_names(), tw.workflows.predicates, visibility_timeout=7200,
+                 delays=True)
+    assert info.value.errors == [
+        f"steps[0] (hard).timeout: got 7200, {TAIL}",
+        f"steps[1] (soft).soft_timeout: got 9000, {TAIL}",
+        f"steps[2] (capped).retries.max_delay: got 9000, {TAIL}",
         f"steps[3] (backoff).retries.max_delay: got 20000 (its retries wait up to "
-        f"8000s), {tail}",
+        f"8000s), {TAIL}",
         f"steps[4] (jitter).retries.max_delay: got 8000 (its retries wait up to 7800s), "
-        f"{tail}",
+        f"{TAIL}",
     ]
 
 

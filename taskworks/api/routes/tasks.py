@@ -35,7 +35,8 @@ def submit(body: TaskSubmit, ctx: Ctx) -> TaskSubmitted:
     allows it: by default every task of yours, no built-in but the health check."""
     check_submittable(ctx.settings, body.name)  # the api settings this server runs with
     result = ctx.tw.submit(body.name, body.args, body.kwargs, queue=body.queue,
-                           priority=body.priority, countdown=body.countdown)
+                           priority=body.priority, countdown=body.countdown,
+                           expires=body.expires)
     ctx.remember(result.id)
     return TaskSubmitted(id=result.id, name=body.name,
                          queue=body.queue or ctx.tw.route_of(body.name))

@@ -15,7 +15,7 @@ from typing import Any
 from taskworks.errors import OutcomeNotRecorded
 from taskworks.logs import get_logger
 from taskworks.redaction import Redactor, error_message, redact_text
-from taskworks.runtime.journal.states import JournalState
+from taskworks.runtime.journal.states import OUTSIDE, JournalState
 from taskworks.runtime.journal.writer import JournalWriter
 from taskworks.runtime.middleware import Middleware, TaskContext
 from taskworks.settings import JournalSettings
@@ -48,14 +48,14 @@ class JournalMiddleware(Middleware):
         self.settings = settings
         self.redact = Redactor(settings.redact_keys)
 
-    def record(self, ctx: TaskContext, state: JournalState) -> None:
+    def record(self, ctx: TaskContext, state: JournalState) -> int:
         exc = ctx.exc
         number = self.writer.add({
             "task_id": ctx.task_id, "name": ctx.name, "queue": ctx.queue, "state": state,
             "attempt": ctx.attempt, "args": self.redact(list(ctx.args)),
             "kwargs": self.redact(ctx.kwargs),
             "result": summarise(ctx.result, self.settings.result_max_chars)
-            if state is JournalState.SUCCESS else None,
+            if state in (JournalState.SUCCESS, JournalState.SCHEDULED) else None,
             "exc_type": type(exc).__name__ if exc is not None else None,
             # redacted before truncating: a cut must not leave half a parameter block
             "exc_message": _truncate(error_message(exc), 2000) if exc is not None else None,
@@ -65,9 +65,9 @@ class JournalMiddleware(Middleware):
             "started_at": ctx.started_at, "finished_at": ctx.finished_at,
             "duration_ms": ctx.duration_ms,
         })
-        # revoked rows are written outside the task's execution
-        if state is not JournalState.REVOKED:
+        if state not in OUTSIDE:
             ctx.task.request.taskworks_journal_row = number  # for JournalBarrier
+        return number
 
     def record_dead_letter(self, ctx: TaskContext, letter: DeadLetter) -> None:
         """The journal row of a dead letter whose own row died with its worker."""
@@ -114,7 +114,18 @@ class JournalMiddleware(Middleware):
             self.record(ctx, JournalState.FAILURE)
 
     def on_revoked(self, ctx: TaskContext) -> None:
-        self.record(ctx, JournalState.REVOKED)
+        if not ctx.expired:
+            self.record(ctx, JournalState.REVOKED)
+            return
+        # Celery acknowledges an expired message before it signals; with this transport
+        # the acknowledgement waits for the consumer's next take, which comes after this
+        # handler: so the row is in the store before the message is gone
+        if not self.writer.wait_written(self.record(ctx, JournalState.EXPIRED)):
+            log.warning("expired task's journal row not written yet (store unavailable)",
+                        task=ctx.name, task_id=ctx.task_id)
+
+    def on_scheduled(self, ctx: TaskContext) -> None:
+        self.record(ctx, JournalState.SCHEDULED)
 
     def on_deferred(self, ctx: TaskContext) -> None:
         self.record(ctx, JournalState.DEFERRED)
