@@ -158,7 +158,11 @@ class Taskworks:
             journal=self.runtime.get(JournalMiddleware).writer
             if self.settings.journal.enabled else None,
             redact=Redactor(self.settings.journal.redact_keys))
-        signals.connect(self.app, self.runtime, self.store)
+        worker = self.settings.worker
+        recycle = worker.solo_recycling  # where a supervisor restarts it (runtime/recycling.py)
+        signals.connect(self.app, self.runtime, self.store,
+                        max_tasks_per_child=worker.solo_max_tasks if recycle else None,
+                        max_memory_per_child=worker.max_memory_per_child if recycle else None)
         builtin.register(self.task, app=self.app, store=self.store, settings=self.settings,
                          policies=self.retry_policies, breakers=self.breakers,
                          workflows=self.workflows)

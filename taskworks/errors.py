@@ -21,6 +21,7 @@
     ├── AllPartitionsFailed  a map-reduce job reducing partial results has none to reduce
     ├── WaitTimeout          ``Run.wait`` gave up before the run ended (also a TimeoutError)
     ├── NotificationError    a channel (email, webhook) could not deliver a failure notice
+    ├── WorkersFailing       ``taskworks worker``'s processes keep failing at start (status)
     └── InvalidInput         a caller passed a value outside what an API accepts
         ├── WorkflowInvalid  a workflow definition: every problem, with its location
         ├── RowRefused       a dataset row over a limit (line, field): nothing imported
@@ -41,7 +42,7 @@ __all__ = ["AddressRefused", "AllPartitionsFailed", "BadRows", "BreakerOpen", "B
            "HttpUnavailable", "InvalidInput", "NotSubmittable", "NotificationError",
            "OutcomeNotRecorded", "PortInUse", "RateLimited", "RedeliveryLimitExceeded",
            "RowProblem", "RowRefused", "StoreError", "StoreNotMigrated", "TaskMemoryError",
-           "TaskworksError", "WaitTimeout", "WorkflowInvalid"]
+           "TaskworksError", "WaitTimeout", "WorkersFailing", "WorkflowInvalid"]
 
 
 class TaskworksError(Exception):
@@ -284,3 +285,12 @@ class BadRows(InvalidInput):
         more = f"\n  ... and {total - len(bad_rows)} more" if total > len(bad_rows) else ""
         super().__init__("file", path, f"only well-formed rows; {total} bad row(s), nothing "
                          "was imported:\n  " + "\n  ".join(map(str, bad_rows)) + more)
+
+
+class WorkersFailing(TaskworksError):
+    """The worker processes of ``taskworks worker``'s set keep failing at start (an app that
+    does not import there, a bad option): ``status`` is the exit status to end with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        self.status = status
+        super().__init__(message)

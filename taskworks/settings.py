@@ -119,10 +119,21 @@ DEFAULT_WORKER_GROUPS = {
 
 
 class WorkerDefaults(_Strict):
+    #: a prefork child is replaced after this many tasks
     max_tasks_per_child: int = Field(default=1000, ge=1)
     #: a prefork child whose resident memory passes this (kB) is replaced after its task;
     #: also how a MemoryError's callback asks for its child to be recycled
     max_memory_per_child: int = Field(default=4_000_000, ge=1)
+    #: a solo worker past ``max_memory_per_child`` (or ``solo_max_tasks``) shuts itself
+    #: down warm after its task and exits 0 (runtime/recycling.py). Off unless something
+    #: starts a new process when one exits 0: ``taskworks worker``'s set of solo processes
+    #: and ``taskworks up`` turn it on for theirs (systemd's ``Restart=on-failure`` would
+    #: leave the worker stopped, Kubernetes would restart it with a growing back-off)
+    solo_recycling: bool = False
+    #: a recycling solo worker is replaced after this many tasks; None: by memory only. A
+    #: new solo process is a whole interpreter start (about 2 s of CPU) where a prefork
+    #: child is a fork: every 1,000 tasks it took more than half of a no-op drain's rate
+    solo_max_tasks: int | None = Field(default=None, ge=1)
     #: report STARTED to the result backend when a task begins: one more result write
     #: (GET, SET, PUBLISH) per task; the journal records start times either way
     track_started: bool = False

@@ -16,6 +16,7 @@ from celery import Celery, signals
 from taskworks.logs import get_logger
 from taskworks.runtime.adoption import adopt_tasks
 from taskworks.runtime.middleware import Runtime, TaskContext
+from taskworks.runtime.recycling import SoloRecycling
 from taskworks.runtime.timelimits import SoloTimeLimits
 from taskworks.store.engine import Store
 
@@ -24,16 +25,20 @@ __all__ = ["connect"]
 log = get_logger("taskworks.task")
 
 
-def connect(app: Celery, runtime: Runtime, store: Store) -> None:
+def connect(app: Celery, runtime: Runtime, store: Store, *,
+            max_tasks_per_child: int | None = None,
+            max_memory_per_child: int | None = None) -> None:
     """Connect the handlers of ``app``'s tasks and worker processes: logging context, time
-    limits in solo workers (runtime/timelimits.py), the
-    runtime's adoption of the app's own tasks at worker start, the store's per-process
-    connections, and the runtime's flush at shutdown."""
+    limits and recycling in solo workers (runtime/timelimits.py, runtime/recycling.py:
+    None leaves that limit out), the runtime's adoption of the app's own tasks at worker
+    start, the store's per-process connections, and the runtime's flush at shutdown."""
 
     def mine(task: Any) -> bool:
         return task is not None and getattr(task, "app", None) is app
 
     limits = SoloTimeLimits()
+    recycling = SoloRecycling(max_tasks_per_child, max_memory_per_child) \
+        if max_tasks_per_child is not None or max_memory_per_child is not None else None
 
     def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         if not mine(task):
@@ -49,6 +54,8 @@ def connect(app: Celery, runtime: Runtime, store: Store) -> None:
         limits.stop()
         log.info("task finished", state=state)
         structlog.contextvars.unbind_contextvars("task_id", "task_name")
+        if recycling is not None:
+            recycling.after_task(task)
 
     def on_worker_init(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app:

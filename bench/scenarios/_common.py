@@ -17,10 +17,10 @@ def drain_sides() -> list[Any]:
     from bench.sides.celery_apps import celery_defaults, celery_tuned, taskworks_off
     from bench.sides.dramatiq_app import DramatiqSide
     from bench.sides.rq_jobs import RQSide
-    from bench.sides.tw_app import GENERAL_GROUP, SOLO, TaskworksSide
+    from bench.sides.tw_app import GENERAL_GROUP, PREFORK, TaskworksSide
 
     return selected([TaskworksSide(), taskworks_off(),
-                     TaskworksSide("taskworks (solo x2)", SOLO, processes=2),
+                     TaskworksSide("taskworks (prefork -c 2)", PREFORK),
                      TaskworksSide("taskworks (threads x4)", GENERAL_GROUP),
                      celery_defaults(), celery_tuned(), DramatiqSide(), RQSide(), BareSide()])
 

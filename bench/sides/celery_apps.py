@@ -66,11 +66,12 @@ def __getattr__(name: str) -> Any:
 
 class CelerySide:
     def __init__(self, name: str, attribute: str, worker_args: list[str], *,
-                 priority: int = 0) -> None:
+                 priority: int = 0, processes: int = 1) -> None:
         self.name = name
         self.attribute = attribute
         self.worker_args = worker_args
         self.priority = priority
+        self.processes = processes
         self._stage: Celery | None = None
         self._client: Celery | None = None
 
@@ -78,7 +79,10 @@ class CelerySide:
         self._client = FACTORIES[self.attribute](env.url)
         argv = [bin_path("celery"), "-A", f"bench.sides.celery_apps:{self.attribute}",
                 "worker", "--loglevel", "WARNING", *self.worker_args]
-        return Workers(self.name, [argv], env.worker_env())
+        if self.processes == 1:
+            return Workers(self.name, [argv], env.worker_env())
+        return Workers(self.name, [[*argv, "--hostname", f"w{i}@%h"]
+                                   for i in range(1, self.processes + 1)], env.worker_env())
 
     def stage(self, env: BenchEnv, n: int) -> None:
         if self._stage is None:
@@ -97,14 +101,15 @@ class CelerySide:
         return once
 
 
-# the same worker flags taskworks' CLI passes (cli/main.py worker)
-TW_FLAGS = ["--queues", "default", "--pool", "prefork", "--concurrency", "2",
+# the same worker flags taskworks' CLI passes to each process of its default topology
+# (cli/main.py worker: one solo process per core, two here)
+TW_FLAGS = ["--queues", "default", "--pool", "solo", "--concurrency", "1",
             "--prefetch-multiplier", "1", "--without-mingle", "--without-gossip"]
 
 
 def taskworks_off() -> CelerySide:
     # priority 4: where taskworks' default priority 5 lands on kombu's scale
-    return CelerySide("taskworks off", "off_app", TW_FLAGS, priority=4)
+    return CelerySide("taskworks off", "off_app", TW_FLAGS, priority=4, processes=2)
 
 
 def celery_defaults() -> CelerySide:

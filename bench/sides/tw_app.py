@@ -40,12 +40,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-#: the taskworks CLI worker, prefork -c 2 like the peers, exactly as a user would start it
+#: the taskworks CLI worker exactly as a user starts it, its default topology: one solo
+#: process per core under ``taskworks worker`` (two, like the peers' -c 2 / -p 2)
+DEFAULT = ["--queues", "default", "--concurrency", "2"]
+#: the CLI worker's former default, prefork -c 2, for comparison
 PREFORK = ["--queues", "default", "--pool", "prefork", "--concurrency", "2"]
 #: the worker group taskworks ships for the default queue (threads x4, prefetch 4)
 GENERAL_GROUP = ["--group", "general"]
-#: one solo worker per core (two processes): no parent/child hand-off; time limits by
-#: runtime/timelimits.py, a crash's messages back by the heartbeat (broker/heartbeat.py)
+#: one solo worker process, started on its own (the default topology starts one per core)
 SOLO = ["--queues", "default", "--pool", "solo"]
 
 
@@ -53,7 +55,7 @@ class TaskworksSide:
     def __init__(self, name: str = "taskworks", worker_args: list[str] | None = None,
                  processes: int = 1) -> None:
         self.name = name
-        self.worker_args = worker_args or PREFORK
+        self.worker_args = worker_args or DEFAULT
         self.processes = processes
         self._stage: Taskworks | None = None
         self._client: Taskworks | None = None

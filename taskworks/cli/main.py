@@ -29,7 +29,14 @@ from taskworks.cli.journal import journal_cli
 from taskworks.cli.periodic import periodic_cli
 from taskworks.cli.scheduled import scheduled_cli
 from taskworks.cli.workflow import workflow_cli
-from taskworks.errors import InvalidInput, StoreError, StoreNotMigrated, TaskworksError
+from taskworks.errors import (
+    InvalidInput,
+    StoreError,
+    StoreNotMigrated,
+    TaskworksError,
+    WorkersFailing,
+)
+from taskworks.settings import AutoscaleSettings
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Production background work "
                   "on Celery.")
@@ -138,10 +145,16 @@ def worker(
     group: Annotated[str | None, typer.Option(help="a worker group from settings")] = None,
     queues: Annotated[str | None, typer.Option(help="comma-separated queues")] = None,
     pool: Annotated[str | None, typer.Option(help="prefork, threads or solo")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1)] = None,
-    hostname: Annotated[str | None, typer.Option()] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="pool slots; without --pool or --group: solo processes (default: one "
+        "per core)")] = None,
+    hostname: Annotated[str | None, typer.Option(
+        help="name@host; without --pool or --group each process is name-<i>@host")] = None,
 ) -> None:
-    """Run a Celery worker for a worker group or a list of queues."""
+    """Run Celery workers for a worker group or a list of queues.
+
+    With --pool or --group: one Celery worker, in this process. Without either: one solo
+    worker process per core (or --concurrency), supervised by this one."""
     from taskworks.stack import require_broker
 
     settings = _settings()
@@ -153,10 +166,12 @@ def worker(
     for name in names:
         if name not in tw.queue_names():
             raise InvalidInput("--queues", name, f"one of {', '.join(tw.queue_names())}")
-    chosen_pool = pool or (spec.pool if spec else "prefork")
-    if chosen_pool not in ("prefork", "threads", "solo"):
+    chosen_pool = pool or (spec.pool if spec else None)
+    if chosen_pool is not None and chosen_pool not in ("prefork", "threads", "solo"):
         raise InvalidInput("--pool", chosen_pool, "prefork, threads or solo")
     require_broker(settings)
+    if chosen_pool is None:
+        raise typer.Exit(_worker_set(app, names, concurrency, hostname, settings.autoscale))
     argv = [
         "worker", "--queues", ",".join(names), "--pool", chosen_pool,
         "--concurrency", str(concurrency or (spec.concurrency if spec else 2)),
@@ -166,6 +181,20 @@ def worker(
     if hostname:
         argv += ["--hostname", hostname]
     tw.app.worker_main(argv)
+
+
+def _worker_set(app_spec: str | None, queues: list[str], count: int | None,
+                hostname: str | None, restarts: AutoscaleSettings) -> int:
+    """``taskworks worker`` without --pool or --group: solo processes, supervised (until
+    a signal); the exit status."""
+    from taskworks.scaling.workerset import WorkerSet, default_size
+
+    workers = WorkerSet.solo(app_spec, queues, count or default_size(), hostname, restarts)
+    try:
+        return workers.run()
+    except WorkersFailing as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        return exc.status
 
 
 @cli.command()

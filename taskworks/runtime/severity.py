@@ -40,15 +40,35 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
-def _database_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [SQLAlchemyError, sqlite3.Error]
-    try:
-        import psycopg
+#: database errors of drivers imported only where used: no exception of one can exist
+#: before its module is loaded, so the class joins the rules and callbacks then
+#: (importing psycopg up front was an eighth of every taskworks process's start)
+_LATE_DATABASE_ERRORS = (("psycopg", "Error"),)
 
-        errors.append(psycopg.Error)
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pass
-    return tuple(errors)
+
+def _loaded(late: tuple[tuple[str, str], ...]) -> list[type[BaseException]]:
+    return [getattr(sys.modules[module], name) for module, name in late
+            if module in sys.modules]
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """The database errors a task of this process can raise now."""
+    return (SQLAlchemyError, sqlite3.Error, *_loaded(_LATE_DATABASE_ERRORS))
+
+
+class _LateClasses:
+    """Classes of ``_LATE_DATABASE_ERRORS`` still waiting for their module. ``take()``
+    returns those loaded since the last call (one dict lookup per waiting module)."""
+
+    def __init__(self) -> None:
+        self._waiting = list(_LATE_DATABASE_ERRORS)
+
+    def take(self) -> list[type[BaseException]]:
+        if not self._waiting or not any(m in sys.modules for m, _ in self._waiting):
+            return []
+        loaded = _loaded(tuple(self._waiting))
+        self._waiting = [(m, n) for m, n in self._waiting if m not in sys.modules]
+        return loaded
 
 
 DEFAULT_RULES: dict[type[BaseException], Severity] = {
@@ -75,6 +95,7 @@ class SeverityRules:
         self._rules: dict[type[BaseException], Severity] = dict(
             DEFAULT_RULES if rules is None else rules)
         self.default = default
+        self._late = _LateClasses() if rules is None else None
 
     def set(self, exc_type: type[BaseException], severity: Severity | str) -> None:
         if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
@@ -82,6 +103,9 @@ class SeverityRules:
         self._rules[exc_type] = parse_severity(severity)
 
     def classify(self, exc: BaseException) -> Severity:
+        if self._late is not None:
+            for klass in self._late.take():
+                self._rules.setdefault(klass, Severity.HIGH)  # a rule set since wins
         for klass in type(exc).__mro__:
             if klass in self._rules:
                 return self._rules[klass]
@@ -96,11 +120,23 @@ class ErrorCallbacks:
 
     def __init__(self) -> None:
         self._by_type: dict[type[BaseException], list[ErrorCallback]] = {}
+        self._late: tuple[_LateClasses, ErrorCallback] | None = None
 
     def register(self, exc_type: type[BaseException], callback: ErrorCallback) -> None:
         self._by_type.setdefault(exc_type, []).append(callback)
 
+    def register_database_errors(self, callback: ErrorCallback) -> None:
+        """``callback`` for every database error, those of drivers loaded later too."""
+        for db_error in _database_errors():
+            self.register(db_error, callback)
+        self._late = (_LateClasses(), callback)
+        self._late[0].take()  # the loaded ones are registered above
+
     def matching(self, exc: BaseException) -> list[ErrorCallback]:
+        if self._late is not None:
+            late, callback = self._late
+            for klass in late.take():
+                self.register(klass, callback)
         for klass in type(exc).__mro__:
             if klass in self._by_type:
                 return self._by_type[klass]
@@ -168,7 +204,6 @@ def default_callbacks(store: Store) -> ErrorCallbacks:
         log.warning("garbage collected after MemoryError", task=ctx.name, objects=freed,
                     child_recycled_after_task=recycled)
 
-    for db_error in _database_errors():
-        callbacks.register(db_error, reset_database_pool)
+    callbacks.register_database_errors(reset_database_pool)
     callbacks.register(MemoryError, collect_garbage)
     return callbacks

@@ -6,7 +6,10 @@ thread, with no one to stop it: a stuck task held its process, and every message
 process held, for ever. Here, for a task running in a worker's main thread:
 
 - the soft limit raises ``SoftTimeLimitExceeded`` inside the task (``SIGALRM``, as the
-  prefork child gets ``SIGUSR1``), so the task can clean up and the runtime records it;
+  prefork child gets ``SIGUSR1``), so the task can clean up and the runtime records it.
+  The handler is set once, at the first timed task, as billiard sets ``SIGUSR1``'s in
+  its child: a task's own ``signal.alarm`` shares that timer, and so could not be timed
+  by it either way;
 - at the hard limit a watchdog thread ends the process (exit status 70, logged): its
   consumer stops beating and its messages go back to their queues within
   ``consumer_timeout`` (broker/heartbeat.py); the redelivery is counted against the
@@ -29,7 +32,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from taskworks.logs import get_logger
 
-__all__ = ["HARD_LIMIT_EXIT", "SoloTimeLimits"]
+__all__ = ["HARD_LIMIT_EXIT", "SoloTimeLimits", "runs_in_worker_main_thread"]
 
 log = get_logger("taskworks.worker")
 
@@ -37,7 +40,7 @@ log = get_logger("taskworks.worker")
 HARD_LIMIT_EXIT = 70
 
 
-def _runs_in_worker_main_thread(task: Any) -> bool:
+def runs_in_worker_main_thread(task: Any) -> bool:
     """True in a solo worker; False in a prefork child (timed by its parent), a threads
     pool's thread, or an eager call."""
     return (threading.current_thread() is threading.main_thread()
@@ -52,15 +55,19 @@ class SoloTimeLimits:
         self._hard: tuple[float, str, str] | None = None
         self._watchdog: threading.Thread | None = None
         self._armed = False
+        #: SIGALRM's handler is this object's, set at the first timed task
+        self._handler_set = False
 
     def start(self, task: Any) -> None:
-        if not _runs_in_worker_main_thread(task):
+        if not runs_in_worker_main_thread(task):
             return
         hard, soft = getattr(task.request, "timelimit", None) or (None, None)
         hard = hard or task.time_limit
         soft = soft or task.soft_time_limit
         if soft:
-            signal.signal(signal.SIGALRM, self._soft_limit)
+            if not self._handler_set:  # once: signal.signal was 2 % of a no-op task's CPU
+                signal.signal(signal.SIGALRM, self._soft_limit)
+                self._handler_set = True
             signal.setitimer(signal.ITIMER_REAL, float(soft))
             self._armed = True
         if hard:

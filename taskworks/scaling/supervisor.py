@@ -11,8 +11,12 @@ policy (policy.py) for the desired counts, and reconciles:
   the worker stops consuming, finishes the tasks it runs, and exits; messages it had
   prefetched but not started are unacknowledged and go back to the queue when its
   connection closes. No task is ever killed;
-- a process that exits without being asked is a crash: it is restarted, after a backoff
-  that doubles with each crash in a row (``restart_backoff`` .. ``restart_backoff_max``).
+- a process that exits 0 without being asked recycled itself (a solo worker past
+  ``worker.max_memory_per_child`` or ``solo_max_tasks``, runtime/recycling.py): a new
+  one starts at the next reconcile;
+- a process that exits otherwise crashed: it is restarted after a backoff that doubles
+  with each crash in a row (``restart_backoff`` .. ``restart_backoff_max``; the rule is
+  scaling/restarts.py, shared with ``taskworks worker``'s set).
 
 Every change is recorded (store and log) with its observations and reason (record.py).
 """
@@ -38,6 +42,7 @@ import redis
 from taskworks.broker.urls import redis_client
 from taskworks.logs import get_logger
 from taskworks.monitoring.queues import queue_depths
+from taskworks.runtime.recycling import SOLO_RECYCLING_ENV
 from taskworks.scaling.policy import (
     Decision,
     GroupObservation,
@@ -45,6 +50,7 @@ from taskworks.scaling.policy import (
     Observations,
     decide,
 )
+from taskworks.scaling.restarts import RECYCLED, STEADY_AFTER, crash_backoff
 from taskworks.settings import Settings
 
 __all__ = ["GroupHealth", "Supervisor", "WorkerSlot"]
@@ -164,7 +170,9 @@ class Supervisor:
         hostname = f"{group}-{next(self._seq)}@%h"
         argv = [sys.executable, "-m", "taskworks", "worker", "--group", group,
                 "--hostname", hostname]
-        env = {**os.environ, **self.env}
+        # solo workers recycle themselves only where someone starts the next one: here
+        # (an explicit setting in the environment is kept)
+        env = {SOLO_RECYCLING_ENV: "true", **os.environ, **self.env}
         if self.app_spec:
             env["TASKWORKS_APP"] = self.app_spec
         output = None
@@ -189,7 +197,8 @@ class Supervisor:
                  pid=slot.proc.pid)
 
     def reap(self) -> None:
-        """Forget exited workers; a worker that exited unasked crashed: back off, restart."""
+        """Forget exited workers. One that exited 0 unasked recycled itself: the next
+        reconcile replaces it. Any other crashed: back off, restart."""
         now = time.monotonic()
         for slot in [s for s in self.slots if not s.alive]:
             self.slots.remove(slot)
@@ -198,19 +207,22 @@ class Supervisor:
                 log.info("worker drained", group=slot.group, hostname=slot.hostname,
                          returncode=slot.proc.returncode)
                 continue
+            if slot.proc.returncode == RECYCLED:
+                log.info("worker recycled itself; starting a new one", group=slot.group,
+                         hostname=slot.hostname, pid=slot.proc.pid)
+                continue
             self.dead += 1
             health.crashes_in_a_row += 1
             health.restarts += 1
-            backoff = min(self.settings.autoscale.restart_backoff_max,
-                          self.settings.autoscale.restart_backoff
-                          * 2 ** (health.crashes_in_a_row - 1))
+            backoff = crash_backoff(self.settings.autoscale, health.crashes_in_a_row)
             health.restart_at = now + backoff
             log.error("worker crashed; restarting after backoff", group=slot.group,
                       hostname=slot.hostname, returncode=slot.proc.returncode,
                       backoff=backoff)
         for name, health in self.health.items():
             # a worker up for a minute ends a crash streak
-            if health.crashes_in_a_row and all(now - s.started_at > 60 for s in self.live(name)):
+            if health.crashes_in_a_row and all(now - s.started_at > STEADY_AFTER
+                                               for s in self.live(name)):
                 health.crashes_in_a_row = 0
 
     def stop(self, timeout: float = 60.0) -> None:

@@ -194,6 +194,30 @@ def test_rows_wait_while_postgres_is_stopped_and_land_once_when_it_is_back(
     store.dispose()
 
 
+@pytest.mark.postgres
+@ON_POSTGRES
+def test_a_kept_connection_the_server_ended_is_replaced_and_the_row_lands_at_once(
+    database_url: str, logged: Lines, writers: list[JournalWriter],
+) -> None:
+    """The writer keeps one connection between writes. PostgreSQL ends it (an admin's
+    pg_terminate_backend, a restart, an idle timeout): the next write must not fail for
+    it (a durable task's row would be taken back and the task run again)."""
+    store = Store(database_url)
+    upgrade(store)
+    writer = make_writer(store, writers)
+    assert writer.wait_written(writer.add(row()))
+    assert writer._conn is not None
+    backend = writer._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    writer._conn.rollback()
+    with store.engine.begin() as admin:
+        assert admin.execute(text("SELECT pg_terminate_backend(:pid)"),
+                             {"pid": backend}).scalar()
+    assert writer.wait_written(writer.add(row()))  # at once: no failed write, no retry
+    assert not logged.about("journal write failed")
+    assert writer._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
+    writer._conn.rollback()
+
+
 def test_sqlite_writes_the_good_rows_of_a_refused_batch(
     tmp_path: Path, logged: Lines, writers: list[JournalWriter],
 ) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,7 @@ from taskworks.runtime.severity import (
     SeverityMiddleware,
     SeverityRules,
 )
-from tests.support.workers import WorkerProcess
+from tests.support.workers import ROOT, WorkerProcess
 
 
 class FlakyNetwork(ConnectionRefusedError):
@@ -143,3 +145,26 @@ def test_one_severity_scale_for_settings_and_notifications() -> None:
     with pytest.raises(ConfigError, match="min_severity"):
         load_settings(notify={"min_severity": "urgent"})
     assert [should_notify(s, minimum) for s in Severity] == [False, True, True, True]
+
+
+def test_a_driver_loaded_after_start_has_its_errors_rated_and_called_back() -> None:
+    """psycopg is imported only where PostgreSQL is used (its import was an eighth of a
+    process's start). Its errors still get the database rule and callback once it is."""
+    code = """
+import sys
+from taskworks.runtime.middleware import TaskContext
+from taskworks.runtime.severity import SeverityRules, default_callbacks
+from taskworks.store.engine import Store
+import taskworks.app
+assert "psycopg" not in sys.modules, "imported at start"
+rules = SeverityRules()
+rules.set(ValueError, "medium")
+callbacks = default_callbacks(Store("sqlite://"))
+import psycopg
+error = psycopg.errors.AdminShutdown("terminating connection")
+print(rules.classify(error), [c.__name__ for c in callbacks.matching(error)])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["high", "['reset_database_pool']"]

@@ -36,7 +36,8 @@ def make_supervisor(tw: Any, tmp_path: Path, redis_client: redis.Redis
         session.execute(delete(ScalingDecision))
     made: list[tuple[Supervisor, threading.Event, threading.Thread | None]] = []
 
-    def make(group: dict[str, Any], *, run: bool = True, **autoscale: Any) -> Supervisor:
+    def make(group: dict[str, Any], *, run: bool = True, env: dict[str, str] | None = None,
+             **autoscale: Any) -> Supervisor:
         groups = {"burst": {"queues": ["default"], "pool": "solo", "concurrency": 1, **group}}
         settings = load_settings(worker_groups=groups, autoscale={"interval": 0.3, **autoscale})
         recorder = DecisionRecorder(tw.store, redis.Redis.from_url(settings.effective_broker_url),
@@ -44,7 +45,7 @@ def make_supervisor(tw: Any, tmp_path: Path, redis_client: redis.Redis
         supervisor = Supervisor(
             settings, app_spec="tests.apps.sample:tw", log_dir=tmp_path,
             on_change=recorder.record, on_status=recorder.publish,
-            env={"TASKWORKS_WORKER_GROUPS": json.dumps(groups)},
+            env={"TASKWORKS_WORKER_GROUPS": json.dumps(groups), **(env or {})},
         )
         stop = threading.Event()
         thread = threading.Thread(target=supervisor.run, args=(stop,), daemon=True) if run \
@@ -134,6 +135,21 @@ def test_a_crashed_worker_is_restarted(tw: Any, make_supervisor: MakeSupervisor)
     assert supervisor.health["burst"].restarts == 1
     _ready(tw, supervisor, 1)
     assert tw.submit("tests.echo", [7]).get(timeout=30) == 7
+
+
+def test_a_solo_worker_that_recycles_itself_is_replaced_at_once_not_counted_as_a_crash(
+    tw: Any, redis_client: redis.Redis, make_supervisor: MakeSupervisor
+) -> None:
+    supervisor = make_supervisor({"min_workers": 1, "max_workers": 1},
+                                 env={"TASKWORKS_WORKER__SOLO_MAX_TASKS": "2"})
+    _ready(tw, supervisor, 1)
+    results = [tw.submit("tests.record", [f"s{i}"]) for i in range(5)]
+    assert sorted(r.get(timeout=40)["label"] for r in results) == [f"s{i}" for i in range(5)]
+    ran_in = [entry.split("|")[2] for entry in redis_client.lrange("tests:order", 0, -1)]
+    assert len(ran_in) == 5
+    assert len(set(ran_in)) == 3  # 2 tasks per process: recycled twice, replaced each time
+    assert supervisor.dead == 0
+    assert supervisor.health["burst"].restarts == 0
 
 
 def test_status_is_published_and_the_cli_shows_it(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from celery import Celery
@@ -18,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     def __init__(self, app: Celery, env: dict[str, str], queues: list[str], *,
                  pool: str = "solo", concurrency: int = 1, log_dir: Path,
-                 app_path: str = "tests.apps.sample:tw", celery_cli: bool = False) -> None:
-        """``taskworks worker --app app_path``; with ``celery_cli``, the project's own
+                 app_path: str = "tests.apps.sample:tw", celery_cli: bool = False,
+                 args: Sequence[str] = ()) -> None:
+        """``taskworks worker --app app_path [args]``; with ``celery_cli``, the project's own
         ``celery -A module worker`` instead (``app_path`` is then the module)."""
         self.app = app
         self.hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
@@ -32,7 +34,7 @@ class WorkerProcess:
         else:
             argv = [sys.executable, "-m", "taskworks", "worker", "--app", app_path,
                     "--queues", ",".join(queues), "--pool", pool,
-                    "--concurrency", str(concurrency), "--hostname", self.hostname]
+                    "--concurrency", str(concurrency), "--hostname", self.hostname, *args]
         #: a worker of the project's own app (kombu's transport) answers a ping from this
         #: app (ours) without a wake token: a consumer finds such a reply within a second,
         #: so its ping waits longer than one on our own transport needs
