@@ -8,6 +8,7 @@ Handlers are filtered to the app they were connected for, so two apps never inte
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any
 
 import structlog
@@ -23,6 +24,8 @@ from taskworks.store.engine import Store
 __all__ = ["connect"]
 
 log = get_logger("taskworks.task")
+#: the stdlib logger under ``log``: its level check is cached, structlog's runs a processor
+lines = logging.getLogger("taskworks.task")
 
 
 def connect(app: Celery, runtime: Runtime, store: Store, *,
@@ -45,14 +48,17 @@ def connect(app: Celery, runtime: Runtime, store: Store, *,
             return
         limits.start(task)
         structlog.contextvars.bind_contextvars(task_id=task_id, task_name=task.name)
-        log.info("task started", queue=(task.request.delivery_info or {}).get("routing_key"))
+        if lines.isEnabledFor(logging.INFO):  # below the level, not even structlog's chain
+            log.info("task started",
+                     queue=(task.request.delivery_info or {}).get("routing_key"))
 
     def on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None,
                    **_: Any) -> None:
         if not mine(task):
             return
         limits.stop()
-        log.info("task finished", state=state)
+        if lines.isEnabledFor(logging.INFO):
+            log.info("task finished", state=state)
         structlog.contextvars.unbind_contextvars("task_id", "task_name")
         if recycling is not None:
             recycling.after_task(task)
