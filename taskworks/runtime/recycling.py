@@ -29,7 +29,7 @@ import psutil
 from taskworks.logs import get_logger
 from taskworks.runtime.timelimits import runs_in_worker_main_thread
 
-__all__ = ["SOLO_RECYCLING_ENV", "SoloRecycling"]
+__all__ = ["SOLO_RECYCLING_ENV", "SoloRecycling", "request_after_task"]
 
 log = get_logger("taskworks.worker")
 
@@ -48,14 +48,19 @@ class SoloRecycling:
         self.max_memory_kb = max_memory_kb
         self.tasks = 0
         self._asked = False
+        #: a recycle asked for after the task in hand (a MemoryError's callback)
+        self.requested = False
         self._process: psutil.Process | None = None
+        _active.append(self)
 
     def after_task(self, task: Any) -> None:
         """Count a task that ended; past a limit, ask for the warm shutdown (once)."""
         if self._asked or not runs_in_worker_main_thread(task):
             return
         self.tasks += 1
-        if self.max_tasks is not None and self.tasks >= self.max_tasks:
+        if self.requested:
+            self._recycle(reason="memory_error")
+        elif self.max_tasks is not None and self.tasks >= self.max_tasks:
             self._recycle(reason="solo_max_tasks", limit=self.max_tasks)
         elif self.max_memory_kb is not None:
             rss = self._rss_over_limit()
@@ -83,3 +88,20 @@ class SoloRecycling:
         # Celery's SIGTERM handler only sets a flag: the acknowledgement of this task and
         # the rest of its bookkeeping go on; the consumer stops at its next turn
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+#: the recycling of each app connected in this process: there is one only where
+#: ``worker.solo_recycling`` is on, that is where a supervisor starts the next process
+_active: list[SoloRecycling] = []
+
+
+def request_after_task(task: Any) -> bool:
+    """Have this solo worker replace itself once ``task`` (running now) has ended; the
+    MemoryError callback's way to get a fresh heap (runtime/severity.py). False where no
+    one would start the next process (``solo_recycling`` off), or outside a solo
+    worker's main thread."""
+    if not _active or not runs_in_worker_main_thread(task):
+        return False
+    for recycling in _active:
+        recycling.requested = True
+    return True

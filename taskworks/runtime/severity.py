@@ -170,21 +170,25 @@ class SeverityMiddleware(Middleware):
         self.callbacks.run(ctx.exc, ctx)
 
 
-def request_recycle() -> bool:
-    """Have the prefork pool replace this child process once its current task is done.
+def request_recycle(task: Any = None) -> bool:
+    """Have this process replaced once its current task is done: a prefork child by its
+    pool, a solo worker by its supervisor (runtime/recycling.py, where ``solo_recycling``
+    is on).
 
     Billiard checks a child's memory after every task and retires the child (exit code
     EX_RECYCLE, the pool starts a fresh one) when it passes
     ``worker_max_memory_per_child``; making that check report "over the limit" in this
     child only is the one way to recycle it without killing the task or losing its
-    result. Returns False outside a prefork child (solo and threads workers have no
-    child to replace).
+    result. Returns False where nothing replaces the process: a threads worker, a solo
+    worker no supervisor restarts.
     """
     from billiard import pool
     from billiard.process import current_process
 
+    from taskworks.runtime import recycling
+
     if not current_process().name.startswith("ForkPoolWorker"):
-        return False
+        return task is not None and recycling.request_after_task(task)
     pool.mem_rss = lambda: sys.maxsize
     return True
 
@@ -200,7 +204,7 @@ def default_callbacks(store: Store) -> ErrorCallbacks:
 
     def collect_garbage(exc: BaseException, ctx: TaskContext) -> None:
         freed = gc.collect()
-        recycled = request_recycle()
+        recycled = request_recycle(ctx.task)
         log.warning("garbage collected after MemoryError", task=ctx.name, objects=freed,
                     child_recycled_after_task=recycled)
 

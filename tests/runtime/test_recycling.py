@@ -75,3 +75,26 @@ def test_past_max_memory_per_child_a_solo_worker_recycles_after_its_task(
     assert not second.ready()
     depth = queue_depths(redis_client, ["default"])["default"]
     assert (depth.waiting, depth.unacked) == (1, 0)
+
+
+def test_after_a_memory_error_a_supervised_solo_worker_replaces_itself(
+    tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A MemoryError's default callback asks for a fresh heap: a prefork child is
+    replaced by its pool; a solo worker under a supervisor shuts itself down warm after
+    the task. Without the switch it stays up (nothing would start the next one)."""
+    failed, after = tw.submit("tests.memory_hog", [True]), tw.submit("tests.memory_hog", [False])
+    worker = start_worker(["default"], env=ON, ready=False)
+    assert worker.proc.wait(30) == 0
+    failed.get(timeout=5, propagate=False)
+    assert failed.state == "FAILURE"
+    assert "reason=memory_error" in worker.log_path.read_text()
+    assert not after.ready()  # left in the queue for the next process
+
+    unsupervised = start_worker(["default"])
+    assert after.get(timeout=30) == unsupervised.proc.pid
+    again = tw.submit("tests.memory_hog", [True])
+    again.get(timeout=30, propagate=False)
+    assert again.state == "FAILURE"
+    assert tw.submit("tests.memory_hog", [False]).get(timeout=30) == unsupervised.proc.pid
+    assert unsupervised.proc.poll() is None

@@ -165,6 +165,23 @@ def test_sigterm_or_ctrl_c_lets_the_task_in_flight_finish_then_all_exit_0(
     assert "returncode=1" not in workers.output()
 
 
+def test_sigquit_is_forwarded_cold_the_task_in_flight_does_not_finish(
+    tw: Any, redis_client: redis.Redis, start_set: StartSet
+) -> None:
+    """SIGQUIT (or a second Ctrl-C) is Celery's cold shutdown: the processes exit at once,
+    the task in hand unfinished and unacknowledged (its message comes back through the
+    heartbeat)."""
+    workers = start_set(2)
+    children = workers.children()
+    tw.submit("tests.slow_mark", ["cold", 20.0])
+    wait_for(lambda: redis_client.get("cold:runs") == "1", what="the task to start")
+    workers.proc.send_signal(signal.SIGQUIT)
+    assert workers.proc.wait(15) == 0  # long before the task's 20 s
+    assert all(_gone(child.pid) for child in children)
+    assert redis_client.get("cold:done") is None
+    assert "signal=SIGQUIT" in workers.output()
+
+
 def test_processes_recycled_after_solo_max_tasks_are_replaced_and_each_task_runs_once(
     tw: Any, redis_client: redis.Redis, start_set: StartSet
 ) -> None:
