@@ -33,7 +33,12 @@ class Workers:
         for proc in self.procs:
             if proc.poll() is not None:
                 raise RuntimeError(f"{self.name} worker exited with {proc.returncode}:\n"
-                                   f"{self.log.read_text(errors='replace')[-3000:]}")
+                                   f"{self.output_tail()}")
+
+    def output_tail(self, chars: int = 3000) -> str:
+        """The end of what the side's processes wrote (their log is deleted at stop)."""
+        self._log.flush()
+        return self.log.read_text(errors="replace")[-chars:]
 
     def cpu_seconds(self) -> float:
         """CPU time of every process of the side, the finished children included."""

@@ -52,7 +52,11 @@ def drain_once(env: BenchEnv, side: Any, workers: Workers, n: int) -> dict[str, 
             pipe.move(name, WORK_DB)  # MOVE wakes the workers blocked on the queue
         released = time.perf_counter()
         pipe.execute()
-        done = wait_for_count(env, DONE_KEY, n, timeout=max(120, n / 50), polls=polls)
+        try:
+            done = wait_for_count(env, DONE_KEY, n, timeout=max(120, n / 50), polls=polls)
+        except TimeoutError as exc:  # say which side, and what its workers said
+            raise TimeoutError(f"{side.name}: {exc}; its workers' output ends with:\n"
+                               f"{workers.output_tail(1500)}") from exc
         m["wall"] = done - released
     workers.check_alive()
     env.stage.flushdb()
