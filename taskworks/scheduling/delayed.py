@@ -52,7 +52,7 @@ _ID_MAX = 255  # the journal's task id column (store/tables.py TASK_ID_LENGTH)
 
 class MarkRevoked(Protocol):
     """Records ``task_id`` as REVOKED with ``reason`` in the result backend (Celery's
-    ``backend.mark_as_revoked``), so that ``AsyncResult.get()`` raises TaskRevokedError."""
+    ``backend.mark_as_revoked``): a client waiting for its result gets TaskRevokedError."""
 
     def __call__(self, task_id: str, reason: str) -> object: ...
 
@@ -282,7 +282,7 @@ class ScheduledTasks:
     def cancel(self, task_id: str) -> ScheduledTaskDetail:
         """Take ``task_id`` out of the schedule, so it never runs; returns what it was.
 
-        Then its result is marked REVOKED (``AsyncResult.get()`` raises
+        Then its result is marked REVOKED (a client waiting for it gets
         TaskRevokedError) and a ``revoked`` row journaled. The removal is the cancel: if
         the result backend or the store fails after it, the task stays cancelled and
         the error is raised once both were tried. InvalidInput("task_id") when it is not
