@@ -89,6 +89,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._away = False  # the broker could not be reached at the last beat
 
     def add(self, holder: Holder) -> None:
         with self._lock:
@@ -118,7 +119,11 @@ class Heartbeat:
             sweep(self.client, [h.consumer_id for h in holders],
                   unacked_key=self.unacked_key, timeout=self.timeout)
         except RedisError as exc:  # the broker is away: beats resume when it is back
-            log.debug("heartbeat not sent", error=str(exc)[:200])
+            if not self._away:  # once per outage, not every beat
+                log.debug("heartbeat not sent until the broker is back", error=str(exc)[:200])
+            self._away = True
+            return
+        self._away = False
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -136,6 +141,15 @@ class Heartbeat:
 
 _beats: dict[tuple[Any, ...], Heartbeat] = {}
 _beats_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """A child forked while another thread held the lock would wait for it forever."""
+    global _beats_lock
+    _beats_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def heartbeat_for(pool: redis.ConnectionPool, unacked_key: str, timeout: float) -> Heartbeat:

@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -189,13 +190,17 @@ def fire(client: Any, fence: Fence, message: dict[str, Any], queue: str, list_ke
 # -- the mover: one thread per process and broker ------------------------------------
 class Mover:
     """Publishes due messages: sleeps until the next due time it knows, at most
-    MOVE_INTERVAL (another process may schedule something sooner)."""
+    MOVE_INTERVAL (another process may schedule something sooner). It runs while one of
+    its users (a consuming channel, beat) is alive and has not released it: a thread
+    left running after them would keep knocking on a broker nobody uses any more."""
 
     def __init__(self, client: redis.Redis, interval: float = MOVE_INTERVAL) -> None:
         self.client = client
         self.interval = interval
+        self._users: weakref.WeakSet[Any] = weakref.WeakSet()
         self._stop = threading.Event()
         self._pid = os.getpid()
+        self._away = False  # the broker could not be reached at the last look
         self._thread = threading.Thread(target=self._run, name="taskworks-schedule-mover",
                                         daemon=True)
 
@@ -204,15 +209,22 @@ class Mover:
         return self
 
     def alive(self) -> bool:
-        return self._thread.is_alive() and self._pid == os.getpid()
+        return self._thread.is_alive() and self._pid == os.getpid() and not self._stop.is_set()
+
+    def release(self, user: object) -> None:
+        with _movers_lock:
+            self._users.discard(user)
 
     def move(self) -> float:
         """One look; returns the seconds to sleep before the next."""
         try:
             moved, next_due = move_due(self.client)
         except RedisError as exc:  # the broker is away: nothing can be published anyway
-            log.debug("schedule not moved", error=str(exc)[:200])
+            if not self._away:  # once per outage, not every look
+                log.debug("schedule not moved until the broker is back", error=str(exc)[:200])
+            self._away = True
             return self.interval
+        self._away = False
         if moved >= MOVE_BUDGET:
             return 0.0  # more are due: at once
         if next_due is None:
@@ -224,6 +236,10 @@ class Mover:
         while not self._stop.wait(wait):
             if os.getpid() != self._pid:
                 return
+            with _movers_lock:
+                if not self._users:  # every user gone: mover_for starts a new one
+                    self._stop.set()
+                    return
             wait = self.move()
 
     def stop(self) -> None:
@@ -234,6 +250,15 @@ _movers: dict[tuple[Any, ...], Mover] = {}
 _movers_lock = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    """A child forked while a mover held the lock would wait for it forever."""
+    global _movers_lock
+    _movers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def stop_movers() -> None:
     """Stop this process's movers (tests that move by hand; a new take starts one)."""
     with _movers_lock:
@@ -242,15 +267,19 @@ def stop_movers() -> None:
         _movers.clear()
 
 
-def mover_for(pool: redis.ConnectionPool) -> Mover:
-    """The process's mover for the broker ``pool`` connects to (started on first use):
-    one thread and one connection of its own per broker and database."""
+def mover_for(pool: redis.ConnectionPool, user: object) -> Mover:
+    """The process's mover for the broker ``pool`` connects to, used by ``user`` until
+    it releases it or is gone (started on first use): one thread and one connection of
+    its own per broker and database."""
     kwargs = pool.connection_kwargs
     where = (kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db"))
     key = (os.getpid(), where)
     with _movers_lock:
         mover = _movers.get(key)
-        if mover is None or not mover.alive():
+        fresh = mover is None or not mover.alive()
+        if fresh:
             own = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-            mover = _movers[key] = Mover(redis.Redis(connection_pool=own)).start()
-        return mover
+            mover = _movers[key] = Mover(redis.Redis(connection_pool=own))
+        assert mover is not None
+        mover._users.add(user)  # under the lock its thread checks them with
+        return mover.start() if fresh else mover

@@ -203,6 +203,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     _recorded_tag: str | None = None
     #: the heartbeat this channel beats with (broker/heartbeat.py), from its first take
     _heartbeat: Heartbeat | None = None
+    #: the mover that publishes what is due (broker/schedule.py), from its first take
+    _mover: schedule.Mover | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -245,7 +247,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             self._heartbeat = heartbeat_for(self.pool, self.unacked_key,
                                             float(self.consumer_timeout))
             self._heartbeat.add(self)
-            schedule.mover_for(self.pool)  # a consuming process publishes what is due
+            # a consuming process publishes what is due
+            self._mover = schedule.mover_for(self.pool, self)
         command: list[Any]
         if self._waiting:
             wait = self.brpop_timeout if timeout is None else timeout
@@ -369,6 +372,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         heartbeat, self._heartbeat = self._heartbeat, None
         if heartbeat is not None:
             heartbeat.discard(self)
+        mover, self._mover = self._mover, None
+        if mover is not None:
+            mover.release(self)
 
     def close(self) -> None:
         try:

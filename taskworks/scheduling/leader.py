@@ -81,7 +81,7 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
                                           idle=self.max_interval)
         # beat publishes delayed tasks that are due too (broker/schedule.py): with no
         # worker up, what is due waits in its queue, not in the schedule
-        schedule.mover_for(client.connection_pool)
+        self.mover = schedule.mover_for(client.connection_pool, self)
 
     def send(self, periodic: Periodic) -> None:
         """Publish one fire, as Celery's beat does: a registered task's ``apply_async``
@@ -104,5 +104,6 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
         return min(float(self.max_interval), self.periodic.tick())
 
     def close(self) -> None:
+        self.mover.release(self)
         self.lease.release()
         super().close()

@@ -4,6 +4,7 @@ is published once by whichever mover gets it, and survives a broker restart."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -75,6 +76,45 @@ def test_a_message_with_a_future_eta_waits_in_the_schedule(broker_url: str,
                                              keys.SCHEDULE_IDS, keys.SCHEDULE_COUNTS)] \
         == [0, 0, 0, 0]
     assert redis_client.llen(keys.wake("tw-sched")) == 2
+
+
+def _movers_running() -> int:
+    return sum(t.name == "taskworks-schedule-mover" for t in threading.enumerate())
+
+
+def test_a_consumers_mover_publishes_what_is_due_and_stops_when_it_closes(
+        broker_url: str, redis_client: redis.Redis) -> None:
+    """A process that consumed once and closed must not keep a thread knocking on the
+    broker (a fork of it copies the locks that thread holds)."""
+    queue = _queue("tw-mover")
+    got: list[Any] = []
+    with Connection(broker_url, transport=Transport) as conn:
+        with conn.Producer() as producer:
+            producer.publish({"n": 1}, exchange=queue.exchange, routing_key="tw-mover",
+                             declare=[queue], headers={"id": "m-1", "task": "x",
+                                                       "eta": _eta(0.5)})
+        with conn.Consumer(queue, callbacks=[lambda body, message: (got.append(body),
+                                                                    message.ack())]):
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.5)
+        assert got == [{"n": 1}]  # the mover of the consuming channel published it
+        assert _movers_running() == 1
+    wait_for(lambda: _movers_running() == 0, timeout=5, what="the mover to stop")
+    assert redis_client.zcard(keys.SCHEDULE) == 0
+
+
+def test_a_child_forked_while_the_registry_lock_is_held_gets_a_lock_of_its_own() -> None:
+    from taskworks.broker import heartbeat
+    with schedule._movers_lock, heartbeat._beats_lock:  # held as a thread would at fork
+        pid = os.fork()
+        if pid == 0:  # the child: the fork's copies would never be released
+            ok = schedule._movers_lock.acquire(timeout=2) and heartbeat._beats_lock.acquire(
+                timeout=2)
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_batch_publish_schedules_its_delayed_messages(broker_url: str,

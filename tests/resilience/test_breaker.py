@@ -247,9 +247,18 @@ def _hammer(url: str, seconds: float) -> None:
             fail_n(breaker, 1)  # closed again: open it for the next probe
 
 
+def _clean_processes() -> Any:
+    """Processes forked from a fresh server, not from pytest's process: a fork copies the
+    locks other threads hold (an earlier test's heartbeat writing a log line), and a
+    child that needs one waits for ever."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["taskworks.resilience.breaker", "redis"])
+    return ctx
+
+
 def test_eight_processes_exactly_one_probe_per_half_open(
         broker_url: str, redis_client: redis.Redis) -> None:
-    ctx = multiprocessing.get_context("fork")
+    ctx = _clean_processes()
     rounds = 6
     fail_n(CircuitBreaker("shared", broker_url, failure_threshold=1, reset_timeout=0.05), 1)
     time.sleep(0.06)
@@ -270,7 +279,7 @@ def test_eight_processes_exactly_one_probe_per_half_open(
 
 def test_eight_processes_hammering_never_overlap_probes(
         broker_url: str, redis_client: redis.Redis) -> None:
-    ctx = multiprocessing.get_context("fork")
+    ctx = _clean_processes()
     fail_n(CircuitBreaker("shared", broker_url, failure_threshold=1, reset_timeout=0.01), 1)
     procs = [ctx.Process(target=_hammer, args=(broker_url, 2.0)) for _ in range(PROCESSES)]
     for p in procs:
