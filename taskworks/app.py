@@ -25,6 +25,7 @@ from taskworks.runtime.dlq import DeadLetterStore, Resend
 from taskworks.runtime.journal import JournalMiddleware
 from taskworks.runtime.middleware import Middleware, Runtime
 from taskworks.runtime.progress import TaskSnapshot, read_progress
+from taskworks.runtime.recycling import SoloRecycling
 from taskworks.runtime.retry import RetryPolicies
 from taskworks.runtime.severity import ErrorCallback, SeverityMiddleware, SeverityRules
 from taskworks.scheduling import publishing
@@ -133,9 +134,14 @@ class Taskworks:
         self.app: Celery = app
         self.store = Store(self.settings.effective_database_url,
                            busy_timeout_ms=int(self.settings.sqlite_busy_timeout * 1000))
+        worker = self.settings.worker
+        # only where a supervisor starts the next process (runtime/recycling.py)
+        recycling = SoloRecycling(worker.solo_max_tasks, worker.max_memory_per_child) \
+            if worker.solo_recycling else None
         self.runtime = default_runtime(
             self.settings, self.store,
-            send_notice=lambda notice: str(self.submit(NOTIFY_TASK, [notice]).id))
+            send_notice=lambda notice: str(self.submit(NOTIFY_TASK, [notice]).id),
+            solo=recycling)
         self.dead_letters = DeadLetterStore(self.store, Resend(
             submit=self.submit, queue_names=self.queue_names,
             resume_run=lambda task_id: self.workflows.resume_for_task(task_id)))
@@ -158,11 +164,7 @@ class Taskworks:
             journal=self.runtime.get(JournalMiddleware).writer
             if self.settings.journal.enabled else None,
             redact=Redactor(self.settings.journal.redact_keys))
-        worker = self.settings.worker
-        recycle = worker.solo_recycling  # where a supervisor restarts it (runtime/recycling.py)
-        signals.connect(self.app, self.runtime, self.store,
-                        max_tasks_per_child=worker.solo_max_tasks if recycle else None,
-                        max_memory_per_child=worker.max_memory_per_child if recycle else None)
+        signals.connect(self.app, self.runtime, self.store, recycling=recycling)
         builtin.register(self.task, app=self.app, store=self.store, settings=self.settings,
                          policies=self.retry_policies, breakers=self.breakers,
                          workflows=self.workflows)

@@ -29,19 +29,16 @@ lines = logging.getLogger("taskworks.task")
 
 
 def connect(app: Celery, runtime: Runtime, store: Store, *,
-            max_tasks_per_child: int | None = None,
-            max_memory_per_child: int | None = None) -> None:
+            recycling: SoloRecycling | None = None) -> None:
     """Connect the handlers of ``app``'s tasks and worker processes: logging context, time
-    limits and recycling in solo workers (runtime/timelimits.py, runtime/recycling.py:
-    None leaves that limit out), the runtime's adoption of the app's own tasks at worker
+    limits and ``recycling`` in solo workers (runtime/timelimits.py,
+    runtime/recycling.py), the runtime's adoption of the app's own tasks at worker
     start, the store's per-process connections, and the runtime's flush at shutdown."""
 
     def mine(task: Any) -> bool:
         return task is not None and getattr(task, "app", None) is app
 
     limits = SoloTimeLimits()
-    recycling = SoloRecycling(max_tasks_per_child, max_memory_per_child) \
-        if max_tasks_per_child is not None or max_memory_per_child is not None else None
 
     def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         if not mine(task):

@@ -20,6 +20,7 @@ from taskworks.runtime.journal import (
     OutcomeGuard,
 )
 from taskworks.runtime.middleware import Middleware, Runtime
+from taskworks.runtime.recycling import SoloRecycling
 from taskworks.runtime.retry import RetryMiddleware, RetryPolicies, RetryPolicy
 from taskworks.runtime.severity import SeverityMiddleware, SeverityRules, default_callbacks
 from taskworks.settings import RetrySettings, Settings
@@ -36,13 +37,15 @@ def default_policy(r: RetrySettings) -> RetryPolicy:
 
 
 def default_runtime(settings: Settings, store: Store, send_notice: SendNotice,
-                    extra: list[Middleware] | None = None) -> Runtime:
+                    extra: list[Middleware] | None = None,
+                    solo: SoloRecycling | None = None) -> Runtime:
     """The chain every task runs through: journal and dead letters in ``store``, failure
-    notices published with ``send_notice``, the rest as ``settings`` say."""
+    notices published with ``send_notice``, a solo worker recycled after a MemoryError
+    through ``solo``, the rest as ``settings`` say."""
     middlewares: list[Middleware] = [
         RetryMiddleware(RetryPolicies(default_policy(settings.retry)),
                         settings.effective_broker_url, settings.retry.budget_per_minute),
-        SeverityMiddleware(SeverityRules(), default_callbacks(store)),
+        SeverityMiddleware(SeverityRules(), default_callbacks(store, solo)),
     ]
     # the dead letter before the journal row: a worker killed between the two leaves a
     # letter without its row, which the outcome guard writes when the message comes back

@@ -29,7 +29,7 @@ import psutil
 from taskworks.logs import get_logger
 from taskworks.runtime.timelimits import runs_in_worker_main_thread
 
-__all__ = ["SOLO_RECYCLING_ENV", "SoloRecycling", "request_after_task"]
+__all__ = ["SOLO_RECYCLING_ENV", "SoloRecycling"]
 
 log = get_logger("taskworks.worker")
 
@@ -41,7 +41,10 @@ _MAXRSS_PER_KB = 1024 if sys.platform == "darwin" else 1
 
 
 class SoloRecycling:
-    """Counts the tasks a solo worker ran and watches its memory; None: no such limit."""
+    """Counts the tasks a solo worker ran and watches its memory (``max_tasks`` or
+    ``max_memory_kb`` None: no such limit), and replaces the worker after a task when
+    asked to (``request_after_task``). One per app, made only where ``solo_recycling``
+    is on: where a supervisor starts the next process."""
 
     def __init__(self, max_tasks: int | None, max_memory_kb: int | None) -> None:
         self.max_tasks = max_tasks
@@ -51,7 +54,15 @@ class SoloRecycling:
         #: a recycle asked for after the task in hand (a MemoryError's callback)
         self.requested = False
         self._process: psutil.Process | None = None
-        _active.append(self)
+
+    def request_after_task(self, task: Any) -> bool:
+        """Have this solo worker replace itself once ``task`` (running now) has ended: the
+        MemoryError callback's way to get a fresh heap (runtime/severity.py). False
+        outside a solo worker's main thread."""
+        if not runs_in_worker_main_thread(task):
+            return False
+        self.requested = True
+        return True
 
     def after_task(self, task: Any) -> None:
         """Count a task that ended; past a limit, ask for the warm shutdown (once)."""
@@ -89,19 +100,3 @@ class SoloRecycling:
         # the rest of its bookkeeping go on; the consumer stops at its next turn
         os.kill(os.getpid(), signal.SIGTERM)
 
-
-#: the recycling of each app connected in this process: there is one only where
-#: ``worker.solo_recycling`` is on, that is where a supervisor starts the next process
-_active: list[SoloRecycling] = []
-
-
-def request_after_task(task: Any) -> bool:
-    """Have this solo worker replace itself once ``task`` (running now) has ended; the
-    MemoryError callback's way to get a fresh heap (runtime/severity.py). False where no
-    one would start the next process (``solo_recycling`` off), or outside a solo
-    worker's main thread."""
-    if not _active or not runs_in_worker_main_thread(task):
-        return False
-    for recycling in _active:
-        recycling.requested = True
-    return True

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Middleware, TaskContext
+from taskworks.runtime.recycling import SoloRecycling
 from taskworks.store.engine import Store
 
 __all__ = ["DEFAULT_RULES", "ErrorCallback", "ErrorCallbacks", "Severity", "SeverityMiddleware",
@@ -170,10 +171,10 @@ class SeverityMiddleware(Middleware):
         self.callbacks.run(ctx.exc, ctx)
 
 
-def request_recycle(task: Any = None) -> bool:
+def request_recycle(task: Any = None, solo: SoloRecycling | None = None) -> bool:
     """Have this process replaced once its current task is done: a prefork child by its
-    pool, a solo worker by its supervisor (runtime/recycling.py, where ``solo_recycling``
-    is on).
+    pool, a solo worker by its supervisor through ``solo`` (runtime/recycling.py, made
+    where ``solo_recycling`` is on).
 
     Billiard checks a child's memory after every task and retires the child (exit code
     EX_RECYCLE, the pool starts a fresh one) when it passes
@@ -185,17 +186,16 @@ def request_recycle(task: Any = None) -> bool:
     from billiard import pool
     from billiard.process import current_process
 
-    from taskworks.runtime import recycling
-
     if not current_process().name.startswith("ForkPoolWorker"):
-        return task is not None and recycling.request_after_task(task)
+        return task is not None and solo is not None and solo.request_after_task(task)
     pool.mem_rss = lambda: sys.maxsize
     return True
 
 
-def default_callbacks(store: Store) -> ErrorCallbacks:
+def default_callbacks(store: Store, solo: SoloRecycling | None = None) -> ErrorCallbacks:
     """The patterns guide's callbacks: a database error resets this process's pool; a MemoryError
-    collects garbage and has the child process recycled after the task."""
+    collects garbage and has the process recycled after the task (a solo worker through
+    ``solo``)."""
     callbacks = ErrorCallbacks()
 
     def reset_database_pool(exc: BaseException, ctx: TaskContext) -> None:
@@ -204,7 +204,7 @@ def default_callbacks(store: Store) -> ErrorCallbacks:
 
     def collect_garbage(exc: BaseException, ctx: TaskContext) -> None:
         freed = gc.collect()
-        recycled = request_recycle(ctx.task)
+        recycled = request_recycle(ctx.task, solo)
         log.warning("garbage collected after MemoryError", task=ctx.name, objects=freed,
                     child_recycled_after_task=recycled)
 
