@@ -216,6 +216,10 @@ class JournalSettings(_Strict):
     #: write a task's rows before its message is acknowledged, so a SIGKILLed worker
     #: loses none (tasks finishing together share one INSERT); False: batches only
     durable: bool = True
+    #: durable, in a solo worker: a success's result and acknowledgement wait for its row
+    #: at most this long while the next tasks run, so rows share a commit; 0: each task
+    #: waits for its own row before it returns
+    group_commit_ms: float = Field(default=10.0, ge=0, le=1000)
 
 
 class RetrySettings(_Strict):

@@ -14,6 +14,10 @@ On that first run the result's meta is built here, with the same keys as Celery'
 ``_get_result_meta`` looked the ``result_extended`` setting up and converted the time
 zone twice per task: a quarter of the result's CPU); with ``result_extended`` on, Celery
 builds it.
+
+In a solo worker a success's result waits for the journal's group commit of its row
+(broker/deferral.py): ``store_result`` parks the write, which then runs in the
+journal's thread.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
+from taskworks.broker import deferral
 from taskworks.broker.transport import SCHEMES
 from taskworks.runtime.journal.guard import OutcomeGuard
 
@@ -36,6 +41,17 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
     #: every result through Celery's own path: its GET guard is needed on every task, or
     #: its extended meta (``result_extended``) is asked for
     _celerys_always: bool | None = None
+    #: a result stored while its task's journal row waits for a group commit is written
+    #: after the row (deferral.py): the journal's barrier asks before deferring
+    waits_for_journal = True
+
+    def store_result(self, task_id: str, result: Any, state: str, traceback: Any = None,
+                     request: Any = None, **kwargs: Any) -> Any:
+        def write() -> Any:
+            return super(ResultBackend, self).store_result(task_id, result, state,
+                                                           traceback, request, **kwargs)
+
+        return result if deferral.park(write) else write()
 
     def _first_run(self, request: Any) -> bool:
         if request is None:

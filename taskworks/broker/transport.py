@@ -48,7 +48,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError
 
 from taskworks import keys
-from taskworks.broker import schedule
+from taskworks.broker import deferral, schedule
 from taskworks.broker.heartbeat import CONSUMER_TIMEOUT, Heartbeat, heartbeat_for, sweep
 from taskworks.logs import get_logger
 
@@ -132,7 +132,10 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         if member is None:
             super().ack(delivery_tag)  # taken by kombu's path: in its unacked index
             return
-        self.channel.acknowledge(member)
+        channel = self.channel
+        # after the task's journal row, when a group commit writes it (deferral.py)
+        if not deferral.park_ack(delivery_tag, lambda: channel.acknowledge_parked(member)):
+            channel.acknowledge(member)
         virtual.QoS.ack(self, delivery_tag)  # this process's bookkeeping only
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -309,6 +312,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                       count=int(set_aside), key=keys.UNDELIVERABLE)
         if not item:
             self._waiting = True
+            self._complete_deferred()  # idle: nothing waits for a group commit
             raise virtual.Empty()
         queue_key = bytes_to_str(queue_key)
         queue = queue_key.rsplit(self.sep, 1)[0]
@@ -322,10 +326,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         else:
             self._held[tag] = member
         try:
-            self.connection._deliver(payload, queue)
+            with deferral.delivering(tag):  # a solo worker's task runs here (deferral.py)
+                self.connection._deliver(payload, queue)
         finally:
             self._recorded_tag = None
         return True
+
+    def _complete_deferred(self) -> None:
+        """Write the journal rows that results and acknowledgements wait for, and send
+        those acknowledgements (the wait command that follows carries none)."""
+        try:
+            deferral.before_wait()
+        except Exception:  # never the consumer's end: the writer's thread writes them
+            log.exception("journal rows not written before waiting")
+        if self._acks:
+            try:
+                self.flush_acks()
+            except RedisError as exc:  # sent with the next take or beat
+                log.warning("acknowledgements not sent yet", error=str(exc)[:200])
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
@@ -344,6 +362,16 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             if self._pending != "BRPOP" and not self._closing:
                 return
         self.flush_acks()
+
+    def acknowledge_parked(self, member: str) -> None:
+        """An acknowledgement that waited for a journal row. The channel may have closed
+        meanwhile (its connection was lost): the message then comes back once this
+        consumer stops beating, and the outcome guard acknowledges it without running it."""
+        if self.closed or self.connection is None:
+            log.info("acknowledgement after a lost connection: the message comes back and "
+                     "is acknowledged without running again", member=member)
+            return
+        self.acknowledge(member)
 
     def flush_acks(self) -> None:
         """Send the acknowledgements waiting for a take (the heartbeat calls this every
@@ -377,6 +405,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             mover.release(self)
 
     def close(self) -> None:
+        self._complete_deferred()
         try:
             self.flush_acks()
         except RedisError as exc:  # held: given back once this channel stops beating

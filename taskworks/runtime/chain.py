@@ -53,7 +53,8 @@ def default_runtime(settings: Settings, store: Store, send_notice: SendNotice,
     journal: JournalMiddleware | None = None
     if settings.journal.enabled:
         writer = JournalWriter(store, settings.journal.batch_size,
-                               settings.journal.flush_interval)
+                               settings.journal.flush_interval,
+                               group_commit_delay=settings.journal.group_commit_ms / 1000)
         journal = JournalMiddleware(writer, settings.journal)
         middlewares.append(journal)
         # first of all: a redelivered or retried task that already has an outcome stops
@@ -73,5 +74,7 @@ def default_runtime(settings: Settings, store: Store, send_notice: SendNotice,
         lease_seconds=idem.lease_seconds, wait_interval=idem.wait_interval,
         max_hold=settings.worker.time_limit))
     if journal is not None and settings.journal.durable:
-        middlewares.append(JournalBarrier(journal))  # after every hook that acts
+        # after every hook that acts
+        middlewares.append(JournalBarrier(journal,
+                                          group_commit=settings.journal.group_commit_ms > 0))
     return Runtime([*middlewares, *(extra or [])])

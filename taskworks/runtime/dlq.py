@@ -22,7 +22,7 @@ from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.redaction import Redactor, error_message, redact_text
 from taskworks.runtime.journal.periods import parse_since
-from taskworks.runtime.journal.writer import strip_nul
+from taskworks.runtime.journal.values import strip_nul
 from taskworks.runtime.middleware import Middleware, TaskContext
 from taskworks.store.engine import Store
 from taskworks.store.tables import DeadLetter

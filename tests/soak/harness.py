@@ -44,8 +44,9 @@ SAME_KEY_EVERY = 20
 #: a short visibility timeout brings a killed worker's messages back within seconds;
 #: a short lease lets their redelivery run an idempotent call its dead holder had leased
 WORKER_ENV = {"TASKWORKS_VISIBILITY_TIMEOUT": "5", "TASKWORKS_IDEMPOTENCY__LEASE_SECONDS": "2"}
-#: (pool, concurrency) of the workers kept running; a killed one is replaced in kind
-WORKER_SPECS = [("prefork", 2), ("threads", 4)]
+#: (pool, concurrency) of the workers kept running; a killed one is replaced in kind (solo:
+#: the default topology's processes, whose journal rows share commits)
+WORKER_SPECS = [("prefork", 2), ("threads", 4), ("solo", 1)]
 #: seconds between kills of a prefork pool child, and of a whole worker (uniform)
 CHILD_KILL_EVERY = (2.0, 4.0)
 WORKER_KILL_EVERY = (5.0, 9.0)

@@ -24,7 +24,8 @@ from taskworks.runtime.journal.queries import (
 )
 from taskworks.runtime.journal.retention import enforce_retention
 from taskworks.runtime.journal.states import ENDS, JournalState
-from taskworks.runtime.journal.writer import MAX_PENDING, JournalWriter, strip_nul, values_refused
+from taskworks.runtime.journal.values import strip_nul, values_refused
+from taskworks.runtime.journal.writer import MAX_PENDING, JournalWriter
 
 __all__ = ["ENDS", "MAX_PENDING", "JournalBarrier", "JournalMiddleware", "JournalQuery",
            "JournalState", "JournalWriter", "OutcomeGuard", "RecordedOutcome", "WindowStats",

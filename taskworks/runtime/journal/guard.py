@@ -53,6 +53,9 @@ class OutcomeGuard(Middleware):
         if not self._every_task and not ctx.redelivered and not ctx.task.request.retries:
             return
         try:
+            # a success of this process whose row waits for its group commit (the message
+            # came back meanwhile: held past the visibility timeout) must be seen
+            self.journal.writer.flush_waited_for()
             outcome = recorded_outcome(self.journal.writer.store, ctx.task_id)
         except SQLAlchemyError as exc:  # run it, as without the guard; never fail it here
             log.warning("outcome lookup failed; the task runs", task=ctx.name,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from taskworks.broker import deferral
 from taskworks.errors import OutcomeNotRecorded
 from taskworks.logs import get_logger
 from taskworks.redaction import Redactor, error_message, redact_text
@@ -136,18 +137,43 @@ class JournalMiddleware(Middleware):
 
 class JournalBarrier(Middleware):
     """Last in the chain (``journal.durable``): the attempt's row is in the store before
-    the task returns, so before Celery stores its result and acknowledges the message
-    (a pool child killed after storing SUCCESS is acknowledged, not run again). After
-    every other hook, so an idempotent result is stored before this write, not after."""
+    Celery stores its result and acknowledges the message (a pool child killed after
+    storing SUCCESS is acknowledged, not run again). After every other hook, so an
+    idempotent result is stored before this write, not after.
+
+    A success in a solo worker (``group_commit``) does not wait: its result write and
+    its acknowledgement are parked until a group commit writes its row, within
+    ``journal.group_commit_ms`` (broker/deferral.py). Elsewhere, and for the other
+    outcomes, the task returns once its row is written."""
 
     records_outcome = True
     last = True
 
-    def __init__(self, journal: JournalMiddleware) -> None:
+    def __init__(self, journal: JournalMiddleware, group_commit: bool = False) -> None:
         self.journal = journal
+        self.group_commit = group_commit
 
     def after_success(self, ctx: TaskContext) -> None:
-        self.journal.wait_written(ctx)
+        if not self._deferred(ctx):
+            self.journal.wait_written(ctx)
+
+    def _deferred(self, ctx: TaskContext) -> bool:
+        """Leave the row to a group commit, if what follows it can wait for it: the task's
+        result goes through a backend that parks it (or there is none) and its message is
+        acknowledged after it returns, within a delivery of this thread (a solo worker)."""
+        task, writer = ctx.task, self.journal.writer
+        number = getattr(task.request, "taskworks_journal_row", None)
+        if number is None or not self.group_commit or ctx.acted or not task.acks_late \
+                or not writer.can_defer():
+            return False
+        if not (task.ignore_result or getattr(task.backend, "waits_for_journal", False)):
+            return False
+        deferred = deferral.defer()
+        if deferred is None:
+            return False
+        task.request.taskworks_journal_row = None
+        writer.when_written(number, deferred.complete)
+        return True
 
     def on_retry(self, ctx: TaskContext) -> None:
         self.journal.wait_written(ctx)

@@ -6,44 +6,43 @@ each worker process writes the buffer with one multi-row INSERT when it reaches
 next batch while the database is unavailable (bounded, so a dead database cannot exhaust
 memory); a batch refused for its values is written in parts, and a row refused on its
 own is logged and dropped, so one bad row never holds back the others.
+
+Whoever must not go on before a row is in the store either waits for it
+(``wait_written``: a flush now) or leaves something to run once it is (``when_written``:
+a solo worker's result and acknowledgement, broker/deferral.py); the thread then writes
+within ``group_commit_delay``, so the rows of the tasks that ended meanwhile share one
+commit.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from bisect import bisect_right
-from datetime import datetime
+from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import Connection, insert
-from sqlalchemy.exc import (
-    DataError,
-    DBAPIError,
-    IntegrityError,
-    ProgrammingError,
-    SQLAlchemyError,
-    StatementError,
-)
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from taskworks.broker import deferral
 from taskworks.logs import get_logger
+from taskworks.runtime.journal.values import cause, strip_nul, values_refused
 from taskworks.store.engine import Store
 from taskworks.store.tables import JOURNAL_ONE_END, JournalEntry
 
-__all__ = ["MAX_PENDING", "JournalWriter", "strip_nul", "values_refused"]
+__all__ = ["MAX_DEFERRED", "MAX_PENDING", "JournalWriter", "strip_nul", "values_refused"]
 
 log = get_logger("taskworks.journal")
+_lines = logging.getLogger("taskworks.journal")
 
 #: rows kept for a retry while the database is unavailable, before the oldest are dropped
 MAX_PENDING = 100_000
-#: PostgreSQL SQLSTATE classes of a statement refused for the values it carries: 22 data
-#: exception (too long for its column, a malformed number or date), 23 integrity (NULL in
-#: a NOT NULL column), 54 program limit (an index entry too large)
-_REFUSED_CLASSES = frozenset({"22", "23", "54"})
-#: and the class-42 states about a value's type; the rest of class 42 (a missing table or
-#: column, a permission) is the schema's fault, which a migration fixes: the rows wait
-_REFUSED_STATES = frozenset({"42804", "42846", "42P18"})
+#: rows whose task's result and acknowledgement wait for them (a group commit) at most
+MAX_DEFERRED = 1_000
 #: what an INSERT raises: the database's errors, and a value the driver cannot encode
 #: (psycopg serialises JSON itself: TypeError, or ValueError for a circular reference)
 _WRITE_ERRORS = (SQLAlchemyError, TypeError, ValueError)
@@ -52,67 +51,6 @@ _Rows = list[tuple[int, dict[str, Any]]]
 #: built once: SQLAlchemy memoises a statement's cache key on the object, so a new one per
 #: flush cost about 80 us of CPU per task (measured on SQLite, one row per flush)
 _INSERT = insert(JournalEntry)
-
-
-def strip_nul(value: Any) -> Any:
-    """``value`` without NUL characters in its strings, nested ones included: PostgreSQL's
-    text columns refuse them (jsonb refuses ``\\u0000`` too), and one exception message
-    holding one failed its whole batch. Removed rather than replaced, so that a value
-    never grows past its column's length."""
-    if isinstance(value, str):
-        return _without_nul(value)
-    if isinstance(value, dict):
-        return {_strip_item(k): _strip_item(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strip_item(v) for v in value]
-    return value
-
-
-def _without_nul(text: str) -> str:
-    return text.replace("\x00", "") if "\x00" in text else text
-
-
-def _strip_item(value: Any) -> Any:
-    """One item of a row: a journal row is a flat dict of scalars, so the exact type
-    checks come first (a recursive ``strip_nul`` per value was 30 us of a task's CPU)."""
-    kind = type(value)
-    if kind is str:
-        return _without_nul(value)
-    if kind in _NO_STRINGS:
-        return value
-    return strip_nul(value)
-
-
-#: types whose values hold no string
-_NO_STRINGS = frozenset({int, float, bool, type(None), datetime})
-
-
-def values_refused(exc: BaseException) -> bool:
-    """Whether a write failed because of the values it carried, so that it would fail the
-    same way however often it is retried. False when the database is unreachable, locked
-    or not migrated yet, or the connection dropped: the same rows can succeed later."""
-    if not isinstance(exc, SQLAlchemyError):
-        return True  # TypeError/ValueError: the driver could not encode a value
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return False
-        state = getattr(exc.orig, "sqlstate", None)  # psycopg's; sqlite3 has none
-        if state:
-            return state[:2] in _REFUSED_CLASSES or state in _REFUSED_STATES
-        # refused before reaching the server (psycopg: NUL in text, a type it cannot
-        # adapt) or by SQLite (NOT NULL, a type it cannot bind); connection failures,
-        # "database is locked" and "no such table" are OperationalErrors
-        return isinstance(exc, DataError | IntegrityError | ProgrammingError)
-    # raised while converting a value for the statement (SQLite's DateTime given a str);
-    # pool timeouts and disconnects are SQLAlchemyErrors but not StatementErrors
-    return isinstance(exc, StatementError)
-
-
-def _cause(exc: BaseException) -> str:
-    """The first line of the driver's message: the next ones (PostgreSQL's DETAIL and
-    CONTEXT, SQLAlchemy's [parameters: ...]) can hold the row's values, arguments too."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 class _Numbers:
@@ -151,10 +89,19 @@ class JournalWriter:
     oldest beyond MAX_PENDING. Every other number up to the last added is in the store,
     which is how ``wait_written`` answers exactly."""
 
-    def __init__(self, store: Store, batch_size: int = 500, flush_interval: float = 0.5) -> None:
+    def __init__(self, store: Store, batch_size: int = 500, flush_interval: float = 0.5,
+                 group_commit_delay: float = 0.0) -> None:
         self.store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        #: the longest a row others wait for (``when_written``) stays unwritten
+        self.group_commit_delay = group_commit_delay
+        #: by row number: what runs once the row is written (deferral.Deferred.complete)
+        self._then: dict[int, Callable[[], None]] = {}
+        #: when the next flush is due for them (monotonic), None: no one waits
+        self._due: float | None = None
+        #: the last write failed for the database: rows are not deferred until one lands
+        self.failing = False
         self._pending: dict[int, dict[str, Any]] = {}  # by number, oldest first
         self._dropped = _Numbers()
         self._added = 0
@@ -174,6 +121,7 @@ class JournalWriter:
         self._thread: threading.Thread | None = None
         self._pid = 0
         atexit.register(self.close)
+        deferral.on_wait(self.flush_waited_for)  # an idle consumer: what waits, at once
 
     def add(self, row: dict[str, Any]) -> int:
         """Buffer a row; returns its number, for ``wait_written`` and ``discard``."""
@@ -188,6 +136,29 @@ class JournalWriter:
         if full:
             self._wake.set()
         return number
+
+    def can_defer(self) -> bool:
+        """Whether a row may be waited for by ``when_written``: not while the database is
+        failing (the task's message is requeued instead, as without the group commit)
+        nor past MAX_DEFERRED rows waited for."""
+        return not self.failing and len(self._then) < MAX_DEFERRED
+
+    def when_written(self, number: int, then: Callable[[], None]) -> None:
+        """Run ``then`` once row ``number`` is in the store (or refused for its values and
+        dropped, as a task waiting for it would go on), at most ``group_commit_delay``
+        from now while the database is available; at once if it is written already."""
+        first = False
+        with self._lock:
+            waits = number in self._pending
+            if waits:
+                self._then[number] = then
+                if self._due is None:
+                    self._due = monotonic() + self.group_commit_delay
+                    first = True
+        if not waits:
+            then()
+        elif first:  # the thread sleeps until the due time now, not its usual interval
+            self._wake.set()
 
     def _state(self, number: int) -> bool | None:
         """True: row ``number`` is in the store; False: it never will be; None: pending.
@@ -226,6 +197,7 @@ class JournalWriter:
             self._pending = {}  # a forked child must not write its parent's rows
             self._dropped = _Numbers()
             self._added = self.rejected_rows = self.second_ends = 0
+            self._then, self._due, self.failing = {}, None, False
             self._flushing = threading.Lock()  # the parent's may have been held at fork
             if self._conn is not None:
                 self._inherited.append(self._conn)
@@ -237,18 +209,37 @@ class JournalWriter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.flush_interval)
+            due = self._due
+            self._wake.wait(self.flush_interval if due is None else max(0.0, due - monotonic()))
             self._wake.clear()
+            due = self._due
+            if due is not None and monotonic() < due and len(self._pending) < self.batch_size \
+                    and not self._stop.is_set():
+                continue  # woken to sleep until a group commit is due, not to write yet
             try:
                 self.flush()
             except Exception:  # the thread must outlive a bug: its rows stay pending
                 log.exception("journal flush failed")
 
     def flush(self) -> int:
-        """Write every pending row; returns how many were written."""
+        """Write every pending row; returns how many were written. Then run what waited
+        for them (``when_written``)."""
+        written = self._write_pending()
+        if self._then:
+            self._run_waiting()
+        return written
+
+    def flush_waited_for(self) -> None:
+        """Write now if results or acknowledgements wait for a row and the database is
+        not failing (then the thread retries: an idle consumer must not block on it)."""
+        if self._then and not self.failing:
+            self.flush()
+
+    def _write_pending(self) -> int:
         with self._flushing:
             with self._lock:
                 batch = list(self._pending.items())
+                self._due = None
             if not batch:
                 return 0
             try:
@@ -260,7 +251,18 @@ class JournalWriter:
                     return 0
                 return self._write_apart(batch)
             self._forget(batch)
+            self.failing = False
+            if _lines.isEnabledFor(logging.DEBUG):  # one cached check per flush when off
+                log.debug("journal rows written", rows=len(batch))
             return len(batch)
+
+    def _run_waiting(self) -> None:
+        """Run, in row order, what waited for rows that are no longer pending."""
+        with self._lock:
+            done = [number for number in self._then if number not in self._pending]
+            actions = [self._then.pop(number) for number in sorted(done)]
+        for action in actions:
+            action()
 
     def _insert(self, rows: _Rows) -> None:
         """One INSERT of ``rows`` in one transaction. A kept connection the database
@@ -348,19 +350,22 @@ class JournalWriter:
             return
         # never the arguments: they may hold what redaction missed
         log.error("journal row refused by the database; dropped", task_id=row.get("task_id"),
-                  task=row.get("name"), state=row.get("state"), error=_cause(exc))
+                  task=row.get("name"), state=row.get("state"), error=cause(exc))
 
     def _keep(self, exc: BaseException) -> None:
         """The database is unavailable: the pending rows wait for the next flush, the
-        oldest beyond MAX_PENDING are dropped."""
+        oldest beyond MAX_PENDING are dropped (what waited for one of them never runs: its
+        message stays unacknowledged, and runs again once this process is gone)."""
+        self.failing = True
         with self._lock:
             over = max(0, len(self._pending) - MAX_PENDING)
             for number in list(self._pending)[:over]:
                 del self._pending[number]
                 self._dropped.add(number)
+                self._then.pop(number, None)
             pending = len(self._pending)
         log.error("journal write failed; rows kept for a retry", rows=pending,
-                  error=_cause(exc))
+                  error=cause(exc))
         if over:
             log.error("journal rows dropped: too many waiting for the database", rows=over)
 
