@@ -24,10 +24,12 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from taskworks.logs import get_logger
 
-__all__ = ["Deferred", "before_wait", "defer", "delivering", "on_wait", "park", "park_ack"]
+__all__ = ["Deferred", "batched", "before_wait", "defer", "delivering", "later", "on_wait",
+           "park", "park_ack", "write_later"]
 
 log = get_logger("taskworks.journal")
 
@@ -135,6 +137,58 @@ def park_ack(tag: str, action: Callable[[], object]) -> bool:
     if deferred is None:
         return False
     deferred.then(action)
+    return True
+
+
+class _Batch(threading.local):
+    #: sender -> the writes collected for it; None outside ``batched``
+    writes: dict[Callable[[list[Any]], object], list[Any]] | None = None
+    after: list[Callable[[], object]] | None = None
+
+
+_batch = _Batch()
+
+
+@contextlib.contextmanager
+def batched() -> Iterator[None]:
+    """Within it (the journal's thread completing what waited for a group commit), the
+    result writes of the group are sent together, one round trip, and the
+    acknowledgements, which must follow their results, after them."""
+    _batch.writes, _batch.after = {}, []
+    try:
+        yield
+    finally:
+        writes, after = _batch.writes, _batch.after
+        _batch.writes = _batch.after = None
+        for send, items in writes.items():
+            try:
+                send(items)
+            except Exception:  # each sender retries what it can; what is left is lost
+                log.exception("results waiting for their journal rows not written")
+        for action in after:
+            try:
+                action()
+            except Exception:
+                log.exception("an acknowledgement waiting for its result failed")
+
+
+def write_later(send: Callable[[list[Any]], object], item: Any) -> bool:
+    """Within ``batched``: collect ``item`` for ``send`` (which gets them all at its end)
+    and return True; False outside it."""
+    writes = _batch.writes
+    if writes is None:
+        return False
+    writes.setdefault(send, []).append(item)
+    return True
+
+
+def later(action: Callable[[], object]) -> bool:
+    """Within ``batched``: run ``action`` after the collected writes (True); False
+    outside it."""
+    after = _batch.after
+    if after is None:
+        return False
+    after.append(action)
     return True
 
 

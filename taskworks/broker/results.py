@@ -17,11 +17,13 @@ builds it.
 
 In a solo worker a success's result waits for the journal's group commit of its row
 (broker/deferral.py): ``store_result`` parks the write, which then runs in the
-journal's thread.
+journal's thread with the other results of the group, in one round trip
+(``_set_many``).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -29,12 +31,17 @@ from celery import Celery, states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import ResponseError
 
 from taskworks.broker import deferral
 from taskworks.broker.transport import SCHEMES
+from taskworks.logs import get_logger
 from taskworks.runtime.journal.guard import OutcomeGuard
 
 __all__ = ["ResultBackend", "use_for"]
+
+log = get_logger("taskworks.results")
+_lines = logging.getLogger("taskworks.results")
 
 
 class ResultBackend(RedisBackend):  # type: ignore[misc]
@@ -91,23 +98,52 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]
         write that failed for the connection goes through that loop."""
         if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
             raise BackendStoreError("value too large for Redis backend")
+        if deferral.write_later(self._set_many, (key, value, expires)):
+            return  # a group commit's results: sent together (deferral.batched)
         try:
             self._set(key, value, expires)
         except self.connection_errors:
             super().set(key, value, expires, **retry_policy)
 
+    def _set_many(self, items: list[tuple[str, Any, int | None]]) -> None:
+        """The results of one group commit in one round trip; if it fails for the
+        connection, each is written through kombu's retry loop, as ``set`` does."""
+        try:
+            self._send([self._commands(*item) for item in items])
+        except self.connection_errors:
+            for key, value, expires in items:
+                super().set(key, value, expires)
+        if _lines.isEnabledFor(logging.DEBUG):
+            log.debug("results written together", results=len(items))
+
     def _set(self, key: str, value: Any, expires: int | None = None) -> None:
         """SET (or SETEX) and PUBLISH sent together on one connection and both replies
         read: a pipeline's bookkeeping, for two fixed commands, cost more CPU than
-        sending them. A connection left with a reply unread is closed, never reused."""
+        sending them."""
+        self._send([self._commands(key, value, expires)])
+
+    def _commands(self, key: str, value: Any, expires: int | None) -> list[tuple[Any, ...]]:
         expires = self.expires if expires is None else expires
         store = ("SETEX", key, expires, value) if expires else ("SET", key, value)
+        return [store, ("PUBLISH", key, value)]
+
+    def _send(self, writes: list[list[tuple[Any, ...]]]) -> None:
+        """Send every command of ``writes`` on one connection, then read every reply; the
+        first error is raised once all are read. A connection left with a reply unread
+        is closed, never reused."""
+        commands = [command for write in writes for command in write]
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command(conn.pack_commands([store, ("PUBLISH", key, value)]))
-            conn.read_response()
-            conn.read_response()
+            conn.send_packed_command(conn.pack_commands(commands))
+            failed: BaseException | None = None
+            for _ in commands:
+                try:
+                    conn.read_response()
+                except ResponseError as exc:  # refused (a full server): the others land
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
         except BaseException:
             conn.disconnect()
             raise

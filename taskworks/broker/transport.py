@@ -367,6 +367,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         """An acknowledgement that waited for a journal row. The channel may have closed
         meanwhile (its connection was lost): the message then comes back once this
         consumer stops beating, and the outcome guard acknowledges it without running it."""
+        if deferral.later(lambda: self.acknowledge_parked(member)):
+            return  # after its result, written with the others of its group commit
         if self.closed or self.connection is None:
             log.info("acknowledgement after a lost connection: the message comes back and "
                      "is acknowledged without running again", member=member)

@@ -51,10 +51,13 @@ def test_a_burst_shares_commits_and_each_result_comes_after_its_row(
         assert _rows(store, result.id) == ["success"], i
     wait_for(lambda: queue_depths(redis_client, ["default"])["default"].unacked == 0,
              what="every message acknowledged")
-    written = [int(n) for n in re.findall(r"journal rows written\s+.*?rows=(\d+)",
-                                          worker.log_path.read_text())]
+    log = worker.log_path.read_text()
+    written = [int(n) for n in re.findall(r"journal rows written\s+.*?rows=(\d+)", log)]
     assert sum(written) >= 300
     assert max(written) > 1, written  # commits were shared (one per task without it)
+    # and so were the round trips of their results
+    results = [int(n) for n in re.findall(r"results written together\s+.*?results=(\d+)", log)]
+    assert max(results) > 1, results  # (a result whose row landed first goes on its own)
 
 
 def _private_store(tmp_path: Path) -> tuple[Path, Store, dict[str, str]]:

@@ -261,8 +261,9 @@ class JournalWriter:
         with self._lock:
             done = [number for number in self._then if number not in self._pending]
             actions = [self._then.pop(number) for number in sorted(done)]
-        for action in actions:
-            action()
+        with deferral.batched():  # the group's results in one round trip, then its acks
+            for action in actions:
+                action()
 
     def _insert(self, rows: _Rows) -> None:
         """One INSERT of ``rows`` in one transaction. A kept connection the database
