@@ -304,7 +304,9 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self._brpop_start()  # at once, not a turn of the event loop later
             raise virtual.Empty()
         self._acks_sent = []
-        self._token_taken = False
+        # taken right after a wait: the worker is not busy, so nothing is gained by
+        # holding this task's result back for a group commit
+        woken, self._token_taken = self._token_taken, False
         self._script_known = True
         queue_key, item, set_aside = reply
         if set_aside:
@@ -330,6 +332,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
                 self.connection._deliver(payload, queue)
         finally:
             self._recorded_tag = None
+        if woken:
+            self._complete_deferred()
         return True
 
     def _complete_deferred(self) -> None:
