@@ -94,10 +94,11 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @contextlib.contextmanager
-def delivering(tag: str) -> Iterator[None]:
+def delivering(tag: str, group: bool = True) -> Iterator[None]:
     """The delivery of the message ``tag`` in this thread (a solo worker runs its task
-    here)."""
-    _span.tag, _span.deferred = tag, None
+    here). ``group`` False: the worker is not busy (it waited for this message), so its
+    task waits for its own row as without a group commit, and its result goes at once."""
+    _span.tag, _span.deferred = (tag if group else None), None
     try:
         yield
     finally:

@@ -306,7 +306,7 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         self._acks_sent = []
         # taken right after a wait: the worker is not busy, so nothing is gained by
         # holding this task's result back for a group commit
-        woken, self._token_taken = self._token_taken, False
+        busy, self._token_taken = not self._token_taken, False
         self._script_known = True
         queue_key, item, set_aside = reply
         if set_aside:
@@ -328,12 +328,11 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         else:
             self._held[tag] = member
         try:
-            with deferral.delivering(tag):  # a solo worker's task runs here (deferral.py)
+            # a solo worker's task runs here (deferral.py)
+            with deferral.delivering(tag, group=busy):
                 self.connection._deliver(payload, queue)
         finally:
             self._recorded_tag = None
-        if woken:
-            self._complete_deferred()
         return True
 
     def _complete_deferred(self) -> None:

@@ -74,12 +74,13 @@ def test_a_result_waits_while_the_store_is_locked_and_the_task_runs_once(
     tmp_path: Path
 ) -> None:
     path, store, env = _private_store(tmp_path)
-    start_worker(["default"], env=env)
-    assert tw.submit("tests.record", ["a"]).get(timeout=30)["label"] == "a"
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")  # another process writing: "database is locked"
     try:
+        # queued before the worker starts: taken by a busy worker, not one that waited
+        # for it (which has its task wait for its own row)
         parked = tw.submit("tests.record", ["b"])
+        start_worker(["default"], env=env)
         wait_for(lambda: _runs(redis_client, "b") == 1, what="b to run")
         # its row cannot be written (each try gives up after 0.2 s): no result, the
         # message held, and not run again (a task that waits for its own row is requeued
@@ -103,11 +104,11 @@ def test_a_worker_killed_with_a_row_unwritten_loses_nothing(
     tmp_path: Path
 ) -> None:
     path, store, env = _private_store(tmp_path)
-    first = start_worker(["default"], env=env)
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        parked = tw.submit("tests.record", ["k"])
+        parked = tw.submit("tests.record", ["k"])  # queued first, as above
+        first = start_worker(["default"], env=env)
         wait_for(lambda: "journal write failed" in first.log_path.read_text(),
                  what="k's row to fail to be written")
         first.kill()  # SIGKILL: the row, the result and the acknowledgement die with it
@@ -132,12 +133,12 @@ def test_a_parked_result_written_while_the_broker_restarts_lands(tmp_path: Path)
     client = Taskworks(settings=load_settings(broker_url=server.url))
     path, store, env = _private_store(tmp_path)
     env = {**os.environ, **env, "TASKWORKS_BROKER_URL": server.url}
-    worker = WorkerProcess(client.app, env, ["default"], log_dir=tmp_path)
     holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    parked = client.app.send_task("tests.record", ["r"])  # queued first, as above
+    worker = WorkerProcess(client.app, env, ["default"], log_dir=tmp_path)
     try:
         worker.wait_ready()
-        holder.execute("BEGIN EXCLUSIVE")
-        parked = client.app.send_task("tests.record", ["r"])
         wait_for(lambda: "journal write failed" in worker.log_path.read_text(),
                  what="r's row to fail to be written")
         broker.stop()
