@@ -5,11 +5,12 @@ another connection, a real SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +70,24 @@ def _private_store(tmp_path: Path) -> tuple[Path, Store, dict[str, str]]:
     return path, store, env
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Another connection writing the store for the block: "database is locked"."""
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 def test_a_result_waits_while_the_store_is_locked_and_the_task_runs_once(
     tw: Any, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess],
     tmp_path: Path
 ) -> None:
     path, store, env = _private_store(tmp_path)
-    holder = sqlite3.connect(path)
-    holder.execute("BEGIN EXCLUSIVE")  # another process writing: "database is locked"
-    try:
+    with _locked(path):
         # queued before the worker starts: taken by a busy worker, not one that waited
         # for it (which has its task wait for its own row)
         parked = tw.submit("tests.record", ["b"])
@@ -89,9 +100,6 @@ def test_a_result_waits_while_the_store_is_locked_and_the_task_runs_once(
         assert queue_depths(redis_client, ["default"])["default"].unacked == 1
         assert not parked.ready()
         assert _runs(redis_client, "b") == 1
-    finally:
-        holder.rollback()
-        holder.close()
     assert parked.get(timeout=30)["label"] == "b"
     assert _rows(store, parked.id) == ["success"]
     wait_for(lambda: queue_depths(redis_client, ["default"])["default"].unacked == 0,
@@ -104,17 +112,12 @@ def test_a_worker_killed_with_a_row_unwritten_loses_nothing(
     tmp_path: Path
 ) -> None:
     path, store, env = _private_store(tmp_path)
-    holder = sqlite3.connect(path)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
+    with _locked(path):
         parked = tw.submit("tests.record", ["k"])  # queued first, as above
         first = start_worker(["default"], env=env)
         wait_for(lambda: "journal write failed" in first.log_path.read_text(),
                  what="k's row to fail to be written")
         first.kill()  # SIGKILL: the row, the result and the acknowledgement die with it
-    finally:
-        holder.rollback()
-        holder.close()
     assert not parked.ready()
     start_worker(["default"], env=env)
     # the message comes back once the dead consumer's heartbeat lapses: its task runs
