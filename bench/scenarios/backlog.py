@@ -8,8 +8,10 @@ While the workers drain, the harness polls the done counter (every 0.5 s; more o
 backlogs that take only seconds) and keeps (time, count) pairs; the rate at the start and
 at the end of the drain are computed from them over windows of ``window(depth)`` tasks.
 
-The large depth is drained once per side (a million tasks take about 40 minutes at full
-size), the small one ``sizes.runs`` times.
+The large depth is drained once per side (a million tasks take 10-40 minutes at full
+size), the small one ``sizes.runs`` times, half before the large drain and half after: the
+ratio compares moments minutes apart, and this machine's speed drifts by tens of percent
+over minutes, so the small depth's median is taken on both sides of the large one.
 """
 
 from __future__ import annotations
@@ -195,17 +197,17 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Figure]:
 
         with_workers(env, side, body)
 
-    for _ in range(sizes.runs):  # interleaved across sides, fresh workers each time
+    before = (sizes.runs + 1) // 2
+    for run_index in range(sizes.runs + 1):  # fresh workers each time
         for side in sides:
-            once(side, "small")
-    for side in sides:
-        once(side, "large")
+            once(side, "large" if run_index == before else "small")
     return list(figures.values())
 
 
 def _measures() -> str:
-    return ("Cost as work grows: the taskworks CLI worker (prefork -c 2, default settings) "
-            "drains a small backlog (the drain size: 20,000 no-op tasks at full size) and "
+    return ("Cost as work grows: the taskworks CLI worker (its default topology, two solo "
+            "processes, and default settings) drains a small backlog (the drain size: "
+            "20,000 no-op tasks at full size) and "
             "a large one (1,000,000 at full size), each on freshly started workers after "
             "a warm-up. The backlog is staged through `submit_many` in chunks of 50,000 "
             "into the staging database and moved into the workers' database in one "
@@ -216,8 +218,9 @@ def _measures() -> str:
             "the last poll before the backlog was empty. Valkey memory per queued task: "
             "`used_memory` after staging less before, over the depth. Worker RSS: every "
             "process of the worker (children included) just before the move and when "
-            "the last task is done. The small depth is the median of the runs; the large "
-            "one runs once (40 minutes or so at full size). Only the taskworks side runs: "
+            "the last task is done. The small depth is the median of the runs, half of them "
+            "made before the large drain and half after; the large one runs once (10-40 "
+            "minutes at full size). Only the taskworks side runs: "
             "Celery defaults would add about as long again.")
 
 

@@ -128,16 +128,17 @@ def park(action: Callable[[], object]) -> bool:
     return True
 
 
-def park_ack(tag: str, action: Callable[[], object]) -> bool:
-    """Park the acknowledgement ``action`` of message ``tag`` if it waits for a row:
-    True then (it runs once the row is written)."""
+def park_ack(tag: str, acknowledge: Callable[[str], object], member: str) -> bool:
+    """Park the acknowledgement of message ``tag`` (``acknowledge(member)``) if it waits
+    for a row: True then (it runs once the row is written). Called for every
+    acknowledgement: nothing is built unless it waits."""
     if not _acks:
         return False
     with _acks_lock:
         deferred = _acks.pop(tag, None)
     if deferred is None:
         return False
-    deferred.then(action)
+    deferred.then(lambda: acknowledge(member))
     return True
 
 

@@ -33,7 +33,6 @@ import os
 import socket
 import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -49,7 +48,9 @@ from redis.exceptions import NoScriptError, RedisError
 
 from taskworks import keys
 from taskworks.broker import deferral, schedule
-from taskworks.broker.heartbeat import CONSUMER_TIMEOUT, Heartbeat, heartbeat_for, sweep
+from taskworks.broker.heartbeat import CONSUMER_TIMEOUT, Heartbeat, heartbeat_for
+from taskworks.broker.publish_batch import WAKE_TOKENS, PublishBatch
+from taskworks.broker.qos import QoS
 from taskworks.logs import get_logger
 
 __all__ = ["CONSUME_SCRIPT", "CONSUME_SHA", "SCHEMES", "TRANSPORT", "WAKE_TOKENS", "Channel",
@@ -67,117 +68,8 @@ CONSUME_SHA = hashlib.sha1(CONSUME_SCRIPT.encode()).hexdigest()  # noqa: S324 - 
 #: the same script through redis-py's runner (EVALSHA, the script after a NOSCRIPT), for
 #: calls outside the consume loop
 _CONSUME = Script(None, CONSUME_SCRIPT.encode())  # type: ignore[arg-type]  # each call names its client
-#: wake tokens kept per queue: enough to wake every idle consumer; more would only grow
-#: where no consumer of this transport reads them (a plain Celery worker). A channel
-#: trims the list every this many publishes, so it holds at most this many plus this
-#: many per publishing channel
-WAKE_TOKENS = 64
-
 #: the URL schemes kombu serves with its Redis transport (the ones this class replaces)
 SCHEMES = ("redis", "rediss")
-
-
-class PublishBatch(kombu_redis.PublishBatch):  # type: ignore[misc]
-    """kombu's pipelined publish batch, with its messages' wake tokens coalesced: one
-    LPUSH of up to WAKE_TOKENS tokens per queue in each flush, after the messages.
-
-    A message's token is counted once its commands are in the pipeline (kombu may flush
-    before adding them), so a flush never wakes a consumer for a message it does not
-    carry; a token held back goes out with the next flush, the batch's last included.
-    """
-
-    def __init__(self, channel: Any, max_size: int) -> None:
-        super().__init__(channel, max_size)
-        self._tokens: Counter[str] = Counter()
-        self._routed: list[str] = []
-
-    def wake(self, queue: str) -> None:
-        self._routed.append(queue)  # the message being published: counted once buffered
-
-    def publish(self, message: Any, **kwargs: Any) -> Any:
-        self._routed = []
-        result = super().publish(message, **kwargs)
-        self._tokens.update(self._routed)
-        return result
-
-    def flush(self) -> None:
-        if self._tokens and self._failed is None and not self._aborted and not self._closed:
-            for queue, count in self._tokens.items():
-                wake = keys.wake(queue)
-                self.pipeline.lpush(wake, *([1] * min(count, WAKE_TOKENS)))
-                self.pipeline.ltrim(wake, 0, WAKE_TOKENS - 1)
-            self._buffered += 2 * len(self._tokens)  # executed even with no message left
-            self._tokens.clear()
-        super().flush()
-
-    def discard(self) -> None:
-        self._tokens.clear()
-        super().discard()
-
-
-class QoS(kombu_redis.QoS):  # type: ignore[misc]
-    """Acknowledgements of messages consume.lua took go with the channel's next take
-    (one round trip for both); the rest is kombu's, on this consumer's held set."""
-
-    def append(self, message: Any, delivery_tag: str) -> None:
-        if delivery_tag == self.channel._recorded_tag:
-            # consume.lua recorded it already, in the step that popped it
-            self.channel._recorded_tag = None
-            virtual.QoS.append(self, message, delivery_tag)
-            return
-        super().append(message, delivery_tag)  # basic_get and other paths: kombu's way
-
-    def ack(self, delivery_tag: str) -> None:
-        member = self.channel._held.pop(delivery_tag, None)
-        if member is None:
-            super().ack(delivery_tag)  # taken by kombu's path: in its unacked index
-            return
-        channel = self.channel
-        # after the task's journal row, when a group commit writes it (deferral.py)
-        if not deferral.park_ack(delivery_tag, lambda: channel.acknowledge_parked(member)):
-            channel.acknowledge(member)
-        virtual.QoS.ack(self, delivery_tag)  # this process's bookkeeping only
-
-    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        """A requeue the broker refuses (full: ``maxmemory``; gone) leaves the message where
-        it is, held: the sweep brings it back once this consumer stops beating, or after
-        the visibility timeout. kombu's own reject lets the error out, and Celery's
-        consumer stops the whole worker on it."""
-        if not requeue:
-            self.ack(delivery_tag)
-            return
-        try:
-            self.restore_by_tag(delivery_tag, leftmost=True)
-            self.channel._held.pop(delivery_tag, None)
-        except RedisError as exc:  # the transaction is all or nothing: nothing moved
-            log.warning("requeue refused by the broker; the message stays unacknowledged "
-                        "and comes back after the visibility timeout",
-                        delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {exc}")
-        virtual.QoS.ack(self, delivery_tag)  # this process's bookkeeping only
-
-    def restore_unacked(self, client: Any = None) -> None:
-        self.channel.flush_acks()  # finished ones are acknowledged, not given back
-        super().restore_unacked(client)
-        self.channel._held.clear()
-
-    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
-        member = self.channel._held.get(delivery_tag)
-        if member is None:
-            return super()._remove_from_indices(delivery_tag, pipe)
-        with self.pipe_or_acquire(pipe) as pipe:
-            return pipe.zrem(self.channel.held_key, member).hdel(self.unacked_key,
-                                                                 delivery_tag)
-
-    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
-        """kombu's sweep of its own unacked index (messages taken by kombu's path), then
-        the held sets: messages held past the visibility timeout by live consumers."""
-        super().restore_visible(start, num, interval)
-        if (self._vrestore_count - 1) % (interval or 1):
-            return
-        with self.channel.conn_or_acquire() as client:
-            sweep(client, [], unacked_key=self.unacked_key,
-                  timeout=self.channel.consumer_timeout,
-                  visibility=float(self.visibility_timeout))
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
