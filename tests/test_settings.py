@@ -13,7 +13,8 @@ from celery.schedules import crontab
 
 from taskworks import topology
 from taskworks.errors import ConfigError, InvalidInput
-from taskworks.settings import DEFAULT_QUEUES, Settings, load_settings, redact_url
+from taskworks.redaction import redact_url
+from taskworks.settings import DEFAULT_QUEUES, Settings, load_settings
 
 SEED_QUEUES = ["default", "cpu_intensive", "io_intensive", "priority", "scheduled"]
 SEED_ROUTES = {

@@ -1,6 +1,6 @@
 """Periodic entries: what fires, when, in which time zone, and what a missed fire does.
 
-``BeatEntry`` is the setting (``beat_schedule`` in settings.py re-exports it). ``Periodic``
+``BeatEntry`` is the setting (``beat_schedule``; taskworks.settings re-exports it). ``Periodic``
 is what the scheduler and the ``periodic`` commands work on: a ``BeatEntry`` with its
 name and the options it is sent with, built from the Celery app's configuration
 (``entries_of``), so that the entries taskworks adds (the workflow sweep) and those of an

@@ -152,7 +152,7 @@ class WorkflowRun(Base):
     resumes: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-    finished_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)
     deadline: Mapped[datetime | None] = mapped_column(index=True)
 
 

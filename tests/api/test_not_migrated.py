@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import inspect
 
 from taskworks import Taskworks
-from taskworks.settings import load_settings, redact_url
+from taskworks.redaction import redact_url
+from taskworks.settings import load_settings
 from taskworks.store.migrate import head_revision
 from tests.api.server import ApiServer
 from tests.support.postgres import free_port

@@ -27,7 +27,7 @@ import yaml
 
 from taskworks import load_settings
 from taskworks.api.server import MIN_TOKEN_LENGTH, check_bind
-from taskworks.settings import SECRET_WORDS
+from taskworks.redaction import SECRET_WORDS
 from tests.deploy.test_compose import NOT_SETTINGS, split_command
 from tests.support.cli_help import help_text
 from tests.support.workers import ROOT
