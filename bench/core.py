@@ -70,6 +70,9 @@ class BenchEnv:
     """
 
     def __init__(self) -> None:
+        #: milliseconds every drain task sleeps before it counts itself done (0: a no-op);
+        #: the io scenario sets it while its workers start (``BENCH_TASK_SLEEP_MS``)
+        self.task_sleep_ms = 0.0
         self.dir = Path(tempfile.mkdtemp(prefix="tw-bench-"))
         # fsync 'everysec' as the taskworks default; no fsync-per-write distortion
         self.broker = EmbeddedBroker(self.dir / "data", port=free_port())
@@ -103,6 +106,8 @@ class BenchEnv:
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         })
+        if self.task_sleep_ms:
+            env["BENCH_TASK_SLEEP_MS"] = str(self.task_sleep_ms)
         env.update(extra)
         return env
 

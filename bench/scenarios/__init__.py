@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 MODULES = ("drain", "enqueue", "latency", "autoscale", "idempotency", "breaker", "workflows",
-           "durable", "mapreduce", "backlog", "scheduling")
+           "durable", "mapreduce", "backlog", "scheduling", "io")
 
 
 def load_all() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -31,11 +32,18 @@ class LatencySide(Side, Protocol):
 
 
 _client: tuple[int, redis.Redis] | None = None
+#: what every drain task waits before it counts itself done: 0 (a no-op) but in the io
+#: scenario, where it stands for a call to another service (time.sleep releases the GIL,
+#: as a socket read does)
+_SLEEP = float(os.environ.get("BENCH_TASK_SLEEP_MS") or 0) / 1000
 
 
 def count_done() -> None:
-    """The body of every drain task: one INCR, so the harness knows when all are done."""
+    """The body of every drain task: one INCR, so the harness knows when all are done
+    (after ``BENCH_TASK_SLEEP_MS``, if the workers were started with it)."""
     global _client
+    if _SLEEP:
+        time.sleep(_SLEEP)
     if _client is None or _client[0] != os.getpid():  # one connection per (forked) process
         _client = (os.getpid(), redis.Redis.from_url(os.environ["BENCH_BROKER_URL"]))
     _client[1].incr(DONE_KEY)
