@@ -13,6 +13,7 @@ from kombu import Queue
 
 from taskworks import bulk, signals, topology
 from taskworks.broker import results
+from taskworks.broker.strategy import STRATEGY
 from taskworks.broker.urls import redis_client
 from taskworks.errors import InvalidInput
 from taskworks.mapreduce.jobs import Jobs
@@ -51,6 +52,8 @@ CELERY_OPTIONS = frozenset({
 class TaskworksTask(Task):  # type: ignore[misc]
     """Base class of every taskworks task: owns the priority scale at the broker boundary."""
 
+    #: Celery's, with a requeue the broker refuses logged instead of stopping the worker
+    Strategy = STRATEGY
     #: the default urgency (0-9, 9 most urgent) when neither task nor caller sets one
     default_priority = 5
     #: retry limits are the retry policy's business (runtime/retry.py), not Celery's

@@ -25,6 +25,7 @@ from typing import Any
 from celery import Celery
 from celery.app.task import Task
 
+from taskworks.broker.strategy import CELERY_DEFAULT, STRATEGY
 from taskworks.errors import InvalidInput
 from taskworks.logs import get_logger
 from taskworks.runtime.middleware import Runtime
@@ -58,6 +59,8 @@ def adopt_tasks(app: Celery, runtime: Runtime) -> list[str]:
         cls = type(task)
         if not hasattr(cls, "runtime"):  # a TaskworksTask runs its runtime itself
             cls.__call__ = _through(runtime, cls.__call__)
+        if cls.Strategy == CELERY_DEFAULT:  # a refused requeue must not stop the worker
+            cls.Strategy = STRATEGY
         cls.runtime = runtime
         cls.taskworks_options = options
         cls.taskworks_adopted = True

@@ -4,7 +4,8 @@ acknowledged without its outcome, it comes back, and the outcome is recorded onc
 - the store (a private PostgreSQL) stopped while a task's dead letter is written, and
   while a successful task's journal row is made durable;
 - the broker refusing writes (Valkey's ``maxmemory`` with ``noeviction``) while Celery
-  publishes a retry: Celery would drop the message (``Reject(requeue=False)``).
+  publishes a retry: Celery would drop the message (``Reject(requeue=False)``); and
+  while the requeue that replaces it is made (Celery stopped the worker on it).
 """
 
 from __future__ import annotations
@@ -154,3 +155,31 @@ def test_retry_that_cannot_be_published_is_requeued_not_dropped(
     assert redis_client.lrange("rp:log", 0, -1) == ["succeeded"]
     assert wait_for(lambda: _states(store, "proj.retry_when_released")) == ["success"]
     assert _letters(store, "proj.retry_when_released") == []
+
+
+def test_a_requeue_the_full_broker_refuses_leaves_the_adopted_apps_worker_running(
+    project: Any, store: Any, redis_client: redis.Redis,
+    start_worker: Callable[..., WorkerProcess], full_broker: Callable[[], None],
+) -> None:
+    """The project's own worker on kombu's transport: the retry cannot be published, and
+    the requeue that follows (after the runtime's pause) is refused too. Celery stopped
+    the worker on that refusal ("Unrecoverable error: OutOfMemoryError"); now it is
+    logged, and the message stays unacknowledged in kombu's index until kombu's sweep of
+    it (a worker's first one comes 10 s after its start) brings it back."""
+    env = {"PROJ_VISIBILITY_TIMEOUT": "4"}
+    worker = start_worker(["celery"], app_path=PROJECT, celery_cli=True, env=env)
+    result = project.retry_when_released.delay("rr")
+    wait_for(lambda: redis_client.get("rr:started") == "1", what="the task to start")
+    full_broker()
+    wait_for(lambda: b"requeue refused by the broker" in worker.log_path.read_bytes(),
+             timeout=20, what="the requeue to be refused")
+    time.sleep(0.5)  # what would have stopped the worker comes right after
+    assert worker.proc.poll() is None, worker.log_path.read_text()[-2000:]
+    assert b"Unrecoverable error" not in worker.log_path.read_bytes()
+    redis_client.config_set("maxmemory", 0)
+    assert redis_client.hlen("unacked") == 1  # still held, nowhere else
+    start_worker(["celery"], app_path=PROJECT, celery_cli=True, env=env)
+    assert result.get(timeout=60) == "done"
+    assert redis_client.lrange("rr:log", 0, -1) == ["succeeded"]
+    assert wait_for(lambda: _states(store, "proj.retry_when_released")) == ["success"]
+    assert worker.proc.poll() is None
