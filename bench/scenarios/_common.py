@@ -61,3 +61,13 @@ def drain_once(env: BenchEnv, side: Any, workers: Workers, n: int) -> dict[str, 
     workers.check_alive()
     env.stage.flushdb()
     return m
+
+
+def drain_figures(env: BenchEnv, side: Any, workers: Workers, n: int,
+                  warmup: int) -> dict[str, float]:
+    """A warm-up drain (and readiness), then ``n`` tasks timed: the drain table's figures."""
+    drain_once(env, side, workers, warmup)
+    m = drain_once(env, side, workers, n)
+    return {"rate": n / m["wall"], "wall": m["wall"], "cpu_per_1k": m["cpu"] / n * 1000,
+            "broker_cpu_per_1k": m["broker_cpu"] / n * 1000,
+            "commands_per_task": m["commands"] / n}

@@ -19,7 +19,7 @@ from bench.core import (
     register,
 )
 from bench.procs import Workers
-from bench.scenarios._common import drain_once, drain_sides, with_workers
+from bench.scenarios._common import drain_figures, drain_sides, with_workers
 
 
 def run(env: BenchEnv, sizes: Sizes) -> list[Figure]:
@@ -31,12 +31,8 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Figure]:
     for _ in range(sizes.runs):
         for side in sides:
             def body(workers: Workers, side: Any = side) -> None:
-                drain_once(env, side, workers, sizes.warmup_tasks)  # warm-up, and readiness
-                m = drain_once(env, side, workers, n)
-                figures[side.name].add(
-                    rate=n / m["wall"], wall=m["wall"], cpu_per_1k=m["cpu"] / n * 1000,
-                    broker_cpu_per_1k=m["broker_cpu"] / n * 1000,
-                    commands_per_task=m["commands"] / n)
+                figures[side.name].add(**drain_figures(env, side, workers, n,
+                                                       sizes.warmup_tasks))
 
             with_workers(env, side, body)
     return list(figures.values())

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.core import BenchEnv, Column, Figure, Ratio, Scenario, Sizes, register
 from bench.procs import Workers
-from bench.scenarios._common import drain_once, selected, with_workers
+from bench.scenarios._common import drain_figures, selected, with_workers
 
 #: how long each task waits, in milliseconds
 TASK_SLEEP_MS = 10.0
@@ -44,10 +44,8 @@ def run(env: BenchEnv, sizes: Sizes) -> list[Figure]:
         for _ in range(sizes.runs):  # interleaved, fresh workers each time
             for side in sides:
                 def body(workers: Workers, side: Any = side) -> None:
-                    drain_once(env, side, workers, max(10, sizes.warmup_tasks // 10))
-                    m = drain_once(env, side, workers, n)
-                    figures[side.name].add(rate=n / m["wall"], wall=m["wall"],
-                                           cpu_per_1k=m["cpu"] / n * 1000)
+                    figures[side.name].add(**drain_figures(
+                        env, side, workers, n, max(10, sizes.warmup_tasks // 10)))
 
                 with_workers(env, side, body)
     finally:

@@ -18,7 +18,7 @@ from taskworks.broker import deferral
 from taskworks.broker.heartbeat import sweep
 from taskworks.logs import get_logger
 
-__all__ = ["QoS"]
+__all__ = ["QoS", "log_refused"]
 
 log = get_logger("taskworks.broker")
 
@@ -58,9 +58,7 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             self.restore_by_tag(delivery_tag, leftmost=True)
             self.channel._held.pop(delivery_tag, None)
         except RedisError as exc:  # the transaction is all or nothing: nothing moved
-            log.warning("requeue refused by the broker; the message stays unacknowledged "
-                        "and comes back after the visibility timeout",
-                        delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {exc}")
+            log_refused("requeue", delivery_tag, exc)
         virtual.QoS.ack(self, delivery_tag)  # this process's bookkeeping only
 
     def restore_unacked(self, client: Any = None) -> None:
@@ -86,3 +84,11 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
             sweep(client, [], unacked_key=self.unacked_key,
                   timeout=self.channel.consumer_timeout,
                   visibility=float(self.visibility_timeout))
+
+
+def log_refused(what: str, delivery_tag: str, exc: BaseException) -> None:
+    """The one line for an acknowledgement or requeue the broker refused (the message
+    stays where it was: unacknowledged)."""
+    log.warning(f"{what} refused by the broker; the message stays unacknowledged and "
+                "comes back after the visibility timeout",
+                delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {exc}")

@@ -27,12 +27,9 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from redis.exceptions import ResponseError
 
-from taskworks.broker.qos import QoS
-from taskworks.logs import get_logger
+from taskworks.broker.qos import QoS, log_refused
 
 __all__ = ["CELERY_DEFAULT", "STRATEGY", "refusal_tolerant", "tolerate_refusals"]
-
-log = get_logger("taskworks.broker")
 
 #: what a task class names when nobody chose another strategy
 CELERY_DEFAULT = "celery.worker.strategy:default"
@@ -72,9 +69,7 @@ def _kept_if_refused(qos: Any, settle: Callable[..., None], what: str) -> Callab
         try:
             settle(delivery_tag, *args, **kwargs)
         except ResponseError as exc:  # MULTI/EXEC aborted: the message did not move
-            log.warning(f"{what} refused by the broker; the message stays unacknowledged "
-                        "and comes back after the visibility timeout",
-                        delivery_tag=delivery_tag, error=f"{type(exc).__name__}: {exc}")
+            log_refused(what, delivery_tag, exc)
             virtual.QoS.ack(qos, delivery_tag)  # this process's bookkeeping only
 
     return kept
